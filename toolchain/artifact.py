@@ -103,3 +103,60 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """Serialise writers of one artifact (quantize, optimize, bench) with an advisory file lock."""
+    import fcntl
+
+    try:
+        fh = open(Path(root) / ".lock", "a")
+    except OSError as exc:
+        raise ToolchainError(f"cannot write in {root} ({exc.strerror}); make the artifact writable.") from None
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def update_manifest(root: str | Path, change) -> dict[str, Any]:
+    """Apply ``change(data)`` to manifest.json under the artifact's lock and write it atomically."""
+    from .runtime.manifest import read_manifest
+
+    root = Path(root)
+    with locked(root):
+        data = read_manifest(root).to_dict()  # validates before we touch it
+        change(data)
+        write_json(root / MANIFEST, data)
+    return data
+
+
+def add_variant(root: str | Path, name: str, built: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Move the finished file ``built`` into the artifact as variant ``name`` and list it in the manifest.
+
+    The file gets a name no current variant uses, the manifest is swapped in one step, and only
+    then is a replaced variant's old file removed, so a kill at any point leaves a loadable artifact.
+    """
+    from .runtime.manifest import REFERENCE_VARIANT, read_manifest, sha256_file
+
+    root = Path(root)
+    if name == REFERENCE_VARIANT:
+        raise ToolchainError(f"variant name {name!r} is reserved for the reference export; choose another.")
+    sha = sha256_file(built)
+    with locked(root):
+        current = read_manifest(root)
+        used = {v.file for v in current.variants.values()}
+        file = f"model.{name}.onnx"
+        if file in used:
+            file = f"model.{name}.{sha[:8]}.onnx"
+        os.replace(built, root / file)
+        old = current.variants.get(name)
+        data = current.to_dict()
+        data["variants"][name] = {**entry, "file": file, "sha256": sha, "bytes": (root / file).stat().st_size}
+        write_json(root / MANIFEST, data)
+        if old and old.file != file and old.file not in {v["file"] for v in data["variants"].values()}:
+            (root / old.file).unlink(missing_ok=True)
+    return data

@@ -115,7 +115,62 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 1,8,32") from None
+
+
+@command
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import quantize
+
+    r = quantize(args.dir, args.mode, calib=args.calib, max_drop=args.max_drop, target=args.target,
+                 limit=args.limit, progress=_say)
+    share = r.bytes / r.fp32_bytes
+    if r.passed:
+        speed = f"; p50 {r.p50_ms:.2f} ms vs fp32 {r.fp32_p50_ms:.2f} ms ({r.p50_ms / r.fp32_p50_ms:.2f}x)"
+        print(f"{r.variant}: passed its gate ({r.gate.summary}); {r.bytes / 1e6:.1f} MB = {share:.0%} of fp32"
+              f"{speed}; plan: {r.plan}")
+        return 0
+    print(f"{r.variant}: FAILED its gate ({r.gate.summary}); kept in {args.dir} for inspection but never chosen by "
+          f"variant='auto'; tried: " + "; ".join(t["plan"] for t in r.tried))
+    return 1
+
+
+@command
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from .optimize import optimize
+
+    rows = optimize(args.dir, base=args.base, rewrites=args.rewrite, calib=args.calib, max_drop=args.max_drop,
+                    progress=_say)
+    for r in rows:
+        print(f"{r['rewrite']}: {'kept as ' + r['variant'] if r['kept'] else 'dropped'} ({r['reason']})")
+    kept = sum(r["kept"] for r in rows)
+    print(f"{kept} of {len(rows)} rewrites kept")
+    return 0
+
+
+@command
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench, format_table
+
+    report = bench(args.dir, variants=args.variants, batches=args.batch, seqs=args.seq, provider=args.provider,
+                   vs_pytorch=args.vs_pytorch, real=not args.no_real, runs=args.runs, threads=args.threads,
+                   json_path=args.json_out, progress=_say)
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
 EXAMPLES = {
+    "quantize": """\
+        toolchain quantize dist/minilm --mode int8-dynamic
+        toolchain quantize dist/minilm --mode int4 --calib my_sentences.txt --max-drop 0.01""",
+    "optimize": "toolchain optimize dist/minilm",
+    "bench": """\
+        toolchain bench dist/minilm --vs-pytorch
+        toolchain bench dist/minilm --variants fp32,int8 --batch 1,32 --seq 128 --json""",
     "export": """\
         toolchain export sentence-transformers/all-MiniLM-L6-v2 --out dist/minilm
         toolchain export ./my-finetuned-bert --task text-classification --out dist/sentiment""",
@@ -161,6 +216,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="auto")
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    from .hardware import PRESETS
+    from .quantize import MODES
+    from .optimize import REWRITES
+
+    p = add("quantize", "add a quantized variant, gated against fp32 on real data")
+    p.add_argument("dir")
+    p.add_argument("--mode", required=True, choices=list(MODES))
+    p.add_argument("--calib", help="texts for calibration and the gate: .txt (one per line) or .tsv/.csv "
+                                   "with a sentence/text column and optional label (default: bundled SST-2 dev)")
+    p.add_argument("--max-drop", type=float, help="gate budget: 1 - mean cosine for embeddings (default 0.005; "
+                                                  "min cosine may drop 4x that), accuracy drop for classifiers (0.01)")
+    p.add_argument("--target", choices=list(PRESETS), help="quantization preset (default: detected from this CPU)")
+    p.add_argument("--limit", type=int, default=512, help="use at most this many texts (default 512)")
+
+    p = add("optimize", "try graph rewrites; keep those that pass the gate and are measurably faster here")
+    p.add_argument("dir")
+    p.add_argument("--rewrite", action="append", choices=list(REWRITES), help="only this rewrite (repeatable)")
+    p.add_argument("--base", default="fp32", help="variant to rewrite (default fp32)")
+    p.add_argument("--calib", help="texts for the gate (default: bundled SST-2 dev)")
+    p.add_argument("--max-drop", type=float)
+
+    p = add("bench", "latency, throughput, memory and size per variant; records results for variant='auto'")
+    p.add_argument("dir")
+    p.add_argument("--variants", type=lambda t: [x for x in t.split(",") if x], help="comma-separated (default all)")
+    p.add_argument("--batch", type=_ints, default=(1, 8, 32), help="batch sizes, e.g. 1,8,32")
+    p.add_argument("--seq", type=_ints, default=(16, 128), help="sequence lengths in tokens, e.g. 16,128")
+    p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--vs-pytorch", action="store_true", help="measure PyTorch eager in the same run as the baseline")
+    p.add_argument("--no-real", action="store_true", help="skip the real-sentences (batch 32, dynamic padding) scenario")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json-out", default=None, help="where to write the JSON report (default DIR/bench.json)")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
 
     p = add("info", "print an artifact's manifest readably")
     p.add_argument("dir")

@@ -16,6 +16,7 @@ from .tasks import task_spec
 from .text import TextEncoder, as_texts
 
 DEFAULT_BATCH_SIZE = 32
+MIN_GAIN = 1.05  # `auto` prefers fp32 unless another passed variant is at least 5% faster
 
 
 def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
@@ -45,11 +46,15 @@ def choose_variant(manifest: Manifest, requested: str, provider: str) -> str:
     if not passed:
         raise ArtifactError(f"no variant in {manifest.root} passed its gate; pass variant=NAME to load one anyway.")
 
-    def key(v):
-        p50 = (v.latency.get(provider) or {}).get("p50_ms")
-        return (p50 if isinstance(p50, (int, float)) else math.inf, v.name != REFERENCE_VARIANT, v.name)
+    def p50(v) -> float:
+        value = (v.latency.get(provider) or {}).get("p50_ms")
+        return float(value) if isinstance(value, (int, float)) else math.inf
 
-    return min(passed, key=key).name
+    best = min(passed, key=lambda v: (p50(v), v.name != REFERENCE_VARIANT, v.name))
+    reference = manifest.variants.get(REFERENCE_VARIANT)
+    if reference is not None and reference.passed and p50(best) * MIN_GAIN > p50(reference):
+        return REFERENCE_VARIANT  # a lossy variant must be measurably faster to be worth its error
+    return best.name
 
 
 class Model:
@@ -90,12 +95,16 @@ class Model:
 
     def classify(self, texts: Any) -> list[dict[str, Any]]:
         """The top label and its probability per text: ``[{"label": ..., "score": ...}]``."""
-        self._require("classify")
+        probs = self.scores(texts)
         labels = self.manifest.labels
-        probs = self._run(texts, lambda out, mask: _softmax(out.astype(np.float64)))
         if labels is None:
             labels = [f"LABEL_{i}" for i in range(probs.shape[1] if probs.ndim == 2 else 0)]
         return [{"label": labels[int(i)], "score": float(p[int(i)])} for p, i in zip(probs, probs.argmax(axis=1))]
+
+    def scores(self, texts: Any) -> np.ndarray:
+        """Class probabilities (n, classes), in the order of the manifest's labels."""
+        self._require("classify")
+        return self._run(texts, lambda out, mask: _softmax(out.astype(np.float64)))
 
     def info(self) -> dict[str, Any]:
         """What is really running: variant, provider in use, file, and why a fallback happened."""
@@ -164,13 +173,23 @@ def load(
     variant: "auto" (fastest variant that passed its gate) or a name from the manifest.
     provider: "auto" (CUDA when it really initialises, else CPU), "cpu" or "cuda" (raises without a GPU).
     """
+    if provider not in providers.CHOICES:
+        raise InputError(f"provider {provider!r} is not known; use one of {', '.join(providers.CHOICES)}.")
+    return open_variant(read_manifest(path), variant, provider, batch_size, threads)
+
+
+def open_variant(
+    manifest: Manifest,
+    variant: str = "auto",
+    provider: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    threads: int | None = None,
+) -> Model:
+    """Open one variant of an already parsed manifest (``load`` reads the manifest from disk first)."""
     import onnxruntime as ort
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive int, got {batch_size!r}.")
-    if provider not in providers.CHOICES:
-        raise InputError(f"provider {provider!r} is not known; use one of {', '.join(providers.CHOICES)}.")
-    manifest = read_manifest(path)
     task_spec(manifest.task)
     available = ort.get_available_providers()
     guess = "cuda" if provider == "cuda" or (provider == "auto" and providers.CUDA in available) else "cpu"
@@ -188,7 +207,12 @@ def load(
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
             raise ArtifactError(f"ONNX Runtime cannot load {model_path} ({exc}); re-export the artifact.") from None
 
-    negotiated = providers.negotiate(provider, make_session, available)
+    if provider == "auto" and providers.CUDA in available:
+        ort.set_default_logger_severity(4)  # a failed CUDA start logs errors; we report the fallback once ourselves
+    try:
+        negotiated = providers.negotiate(provider, make_session, available)
+    finally:
+        ort.set_default_logger_severity(2)
     if variant == "auto" and negotiated.provider != guess:
         better = choose_variant(manifest, "auto", negotiated.provider)
         if better != name:

@@ -1,0 +1,106 @@
+"""The accuracy gate: a new variant is compared with fp32 on real data and passes only within budget.
+
+One gate per runtime method (a registry): embeddings by cosine similarity to fp32, classifiers by
+accuracy drop against the labels (agreement with fp32 where the data has no labels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .data import TextSet
+from .runtime.errors import ToolchainError
+from .runtime.manifest import REFERENCE_VARIANT, Manifest
+from .runtime.tasks import task_spec
+from .runtime.model import open_variant
+
+
+@dataclass
+class GateResult:
+    metrics: dict[str, Any]
+    passed: bool
+    summary: str  # one line: the numbers that decided
+
+
+@dataclass(frozen=True)
+class Gate:
+    method: str
+    default_max_drop: float
+    judge: Callable[[np.ndarray, np.ndarray, TextSet, float], GateResult]
+
+
+GATES: dict[str, Gate] = {}
+
+
+def register(gate: Gate) -> Gate:
+    GATES[gate.method] = gate
+    return gate
+
+
+def _embed_gate(ref: np.ndarray, got: np.ndarray, data: TextSet, max_drop: float) -> GateResult:
+    """Cosine to fp32 per text: mean must stay within max_drop of 1, the worst within 4x that."""
+    num = (ref * got).sum(axis=1)
+    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+    cos = num / np.clip(den, 1e-12, None)
+    mean, worst = float(cos.mean()), float(cos.min())
+    need_mean, need_min = 1 - max_drop, 1 - 4 * max_drop
+    passed = bool(mean >= need_mean and worst >= need_min)
+    metrics = {"mean_cosine": mean, "min_cosine": worst, "p01_cosine": float(np.percentile(cos, 1)),
+               "required_mean": need_mean, "required_min": need_min, "texts": len(cos)}
+    return GateResult(metrics, passed, f"cosine to fp32 mean {mean:.4f} (>= {need_mean:.4f}), min {worst:.4f} (>= {need_min:.4f})")
+
+
+def _classify_gate(ref: np.ndarray, got: np.ndarray, data: TextSet, max_drop: float) -> GateResult:
+    """Accuracy may drop by at most max_drop against the labels; without labels, agreement with fp32."""
+    ref_pred, got_pred = ref.argmax(axis=1), got.argmax(axis=1)
+    agreement = float((ref_pred == got_pred).mean())
+    metrics: dict[str, Any] = {"agreement": agreement, "texts": len(ref_pred)}
+    if data.labels is None:
+        passed = agreement >= 1 - max_drop
+        metrics["required_agreement"] = 1 - max_drop
+        return GateResult(metrics, passed, f"agreement with fp32 {agreement:.4f} (>= {1 - max_drop:.4f}); no labels in the data")
+    gold = np.asarray(data.labels)
+    if gold.min() < 0 or gold.max() >= ref.shape[1]:
+        raise ToolchainError(f"{data.path} has labels outside 0..{ref.shape[1] - 1}, the model's {ref.shape[1]} classes; fix the data.")
+    acc_ref, acc_got = float((ref_pred == gold).mean()), float((got_pred == gold).mean())
+    drop = acc_ref - acc_got
+    metrics.update({"accuracy": acc_got, "fp32_accuracy": acc_ref, "accuracy_drop": drop, "max_drop": max_drop})
+    return GateResult(metrics, drop <= max_drop, f"accuracy {acc_got:.4f} vs fp32 {acc_ref:.4f} (drop {drop:+.4f}, budget {max_drop:.4f}), agreement {agreement:.4f}")
+
+
+register(Gate("embed", 0.005, _embed_gate))
+register(Gate("classify", 0.01, _classify_gate))
+
+
+def outputs(manifest: Manifest, variant: str, data: TextSet, provider: str = "cpu") -> np.ndarray:
+    """What the gate compares: embeddings, or class probabilities, through the public runtime API."""
+    model = open_variant(manifest, variant=variant, provider=provider)
+    if model.task.method == "embed":
+        return model.embed(data.texts)
+    if model.task.method == "classify":
+        return model.scores(data.texts)
+    raise ToolchainError(f"no gate for task {model.task.name!r}; gates exist for {', '.join(GATES)}.")
+
+
+def gate_for(method: str) -> Gate:
+    if method not in GATES:
+        raise ToolchainError(f"no gate for the runtime method {method!r}; gates exist for {', '.join(GATES)}.")
+    return GATES[method]
+
+
+def judge(manifest: Manifest, variant: str, data: TextSet, max_drop: float | None,
+          reference: np.ndarray | None = None, provider: str = "cpu") -> tuple[GateResult, np.ndarray]:
+    """Gate ``variant`` against fp32 on ``data``; returns the result and the fp32 outputs (for reuse)."""
+    gate = gate_for(task_spec(manifest.task).method)
+    budget = gate.default_max_drop if max_drop is None else float(max_drop)
+    if not 0 <= budget < 1:
+        raise ToolchainError(f"max-drop must be in [0, 1), got {max_drop}.")
+    if reference is None:
+        reference = outputs(manifest, REFERENCE_VARIANT, data, provider)
+    got = outputs(manifest, variant, data, provider)
+    result = gate.judge(reference, got, data, budget)
+    result.metrics["data"] = str(data.path)
+    return result, reference
