@@ -65,19 +65,20 @@ def _sweep_stale(parent: Path, name: str) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def check_target(out: Path) -> None:
-    """Refuse to replace a path that is not an artifact (so user files are never lost)."""
+def check_target(out: Path, marker: str = MANIFEST) -> None:
+    """Refuse to replace a path that we did not write (it lacks ``marker``), so user files are never lost."""
     if out.exists() and not out.is_dir():
         raise ToolchainError(f"{out} exists and is a file; choose another --out.")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise ToolchainError(f"{out} is a non-empty directory that is not an artifact; choose another --out or empty it.")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
+        kind = "an artifact" if marker == MANIFEST else f"one of ours (no {marker})"
+        raise ToolchainError(f"{out} is a non-empty directory that is not {kind}; choose another --out or empty it.")
 
 
 @contextmanager
-def atomic_dir(out: str | Path) -> Iterator[Path]:
+def atomic_dir(out: str | Path, marker: str = MANIFEST) -> Iterator[Path]:
     """Yield a fresh temp dir beside ``out``; on success it replaces ``out`` in one step."""
     out = Path(out).absolute()
-    check_target(out)
+    check_target(out, marker)
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

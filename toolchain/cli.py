@@ -50,10 +50,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .validate import validate
 
-    results = validate(args.dir, variants=args.variant or None)
-    for r in results:
-        print(f"{r.variant}: max |onnx - torch| = {r.max_abs_diff:.3g} <= {r.atol:g}, token ids match: {r.tokens_match}")
-    print(f"all {len(results)} variant(s) of {args.dir} match PyTorch")
+    checks = validate(args.dir, variants=args.variant or None, data=args.data)
+    for c in checks:
+        print(f"{c.variant}: {c.kind} ok: {c.summary}")
+    print(f"all {len(checks)} variant(s) of {args.dir} pass (parity against PyTorch, or their gate against fp32)")
     return 0
 
 
@@ -107,9 +107,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"{kind:<10} " + "; ".join(f"{i['name']} {i['dtype']} {i['dims']}" for i in d[kind]))
     print("variants")
     for v in m.variants.values():
-        parity = v.metrics.get("parity", {})
-        diff = f"parity {parity['max_abs_diff']:.2g}" if "max_abs_diff" in parity else ""
-        print(f"  {v.name:<10} {v.precision:<6} {v.bytes / 1e6:8.1f} MB  {'passed' if v.passed else 'FAILED'}  {v.file}  {diff}")
+        print(f"  {v.name:<12} {v.precision:<6} {v.bytes / 1e6:8.1f} MB  {'passed' if v.passed else 'FAILED':<6}  "
+              f"{_latency_text(v.latency):<22} {_check_text(v.metrics)}  {v.file}")
+    if d.get("bench"):
+        print("bench      " + "; ".join(f"{p}: {b.get('json')} {b.get('chart')} ({b.get('measured')})" for p, b in d["bench"].items()))
     versions = d.get("versions", {})
     print("versions   " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return 0
@@ -163,7 +164,58 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    result = train(args.recipe, out=args.out, smoke=args.smoke, progress=_say)
+    fine = result.metrics.get("finetune", {})
+    pre = result.metrics.get("pretrain", {})
+    parts = [f"trained model in {result.model_dir}"]
+    if pre:
+        parts.append(f"pretraining held-out MLM loss {pre['held_out_mlm_loss']:.3f} ({pre['train_seconds']:.0f} s)")
+    if "dev_accuracy" in fine:
+        parts.append(f"dev accuracy {fine['dev_accuracy']:.4f} ({fine['train_seconds']:.0f} s of training)")
+    print("; ".join(parts))
+    if fine.get("reached_min_accuracy") is False:
+        print(f"below the recipe's min_accuracy {fine['min_accuracy']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@command
+def cmd_build(args: argparse.Namespace) -> int:
+    from .build import build, format_summary
+
+    summary = build(args.recipe, out=args.out, smoke=args.smoke, retrain=args.retrain, progress=_say)
+    print(format_summary(summary))
+    return 0 if summary["ok"] else 1
+
+
+def _latency_text(latency: dict[str, Any]) -> str:
+    return ", ".join(f"{p} p50 {t['p50_ms']:.2f} ms" for p, t in latency.items() if "p50_ms" in t) or "not benched"
+
+
+def _check_text(metrics: dict[str, Any]) -> str:
+    parity, gate = metrics.get("parity", {}), metrics.get("gate", {})
+    if "max_abs_diff" in parity:
+        return f"parity {parity['max_abs_diff']:.2g}"
+    if "mean_cosine" in gate:
+        return f"cosine mean {gate['mean_cosine']:.4f} min {gate['min_cosine']:.4f}"
+    if "accuracy" in gate:
+        return f"accuracy {gate['accuracy']:.4f} (fp32 {gate['fp32_accuracy']:.4f})"
+    if "agreement" in gate:
+        return f"agreement {gate['agreement']:.4f}"
+    return ""
+
+
 EXAMPLES = {
+    "train": """\
+        toolchain train models/minilm-sst2.toml
+        toolchain train models/bert-mini-sst2.toml --smoke --out /tmp/smoke""",
+    "build": """\
+        toolchain build models/minilm.toml
+        toolchain build models/minilm-sst2.toml --out dist/minilm-sst2""",
     "quantize": """\
         toolchain quantize dist/minilm --mode int8-dynamic
         toolchain quantize dist/minilm --mode int4 --calib my_sentences.txt --max-drop 0.01""",
@@ -209,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("validate", "re-run parity against PyTorch for every variant; exit non-zero on a miss")
     p.add_argument("dir")
     p.add_argument("--variant", action="append", help="only this variant (repeatable)")
+    p.add_argument("--data", help="texts for re-running quantized variants' gates (default: the data they were gated on)")
 
     p = add("run", "run an artifact on texts and print the results")
     p.add_argument("dir")
@@ -250,6 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json-out", default=None, help="where to write the JSON report (default DIR/bench.json)")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+
+    p = add("train", "train or finetune a model from a recipe (models/*.toml); resumes an interrupted run")
+    p.add_argument("recipe")
+    p.add_argument("--out", help="trained model dir (default dist/NAME.model)")
+    p.add_argument("--smoke", action="store_true", help="a few steps on a few examples, to check the recipe")
+
+    p = add("build", "train -> export -> quantize -> validate -> bench, with one summary table")
+    p.add_argument("recipe")
+    p.add_argument("--out", help="artifact dir (default dist/NAME)")
+    p.add_argument("--smoke", action="store_true", help="tiny training and bench, to check the pipeline")
+    p.add_argument("--retrain", action="store_true", help="train even if a trained model is already there")
 
     p = add("info", "print an artifact's manifest readably")
     p.add_argument("dir")

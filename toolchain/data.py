@@ -34,6 +34,8 @@ def default_eval_path() -> Path:
 
 def read_texts(path: str | Path | None = None, limit: int | None = None) -> TextSet:
     """Read texts (and labels when a 'label' column exists); ``None`` reads the bundled SST-2 dev split."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ToolchainError(f"limit must be a positive number of texts, got {limit!r}.")
     path = Path(path) if path is not None else default_eval_path()
     if not path.is_file():
         raise ToolchainError(f"data file {path} does not exist; pass a .txt (one text per line) or .tsv/.csv file.")
@@ -41,7 +43,7 @@ def read_texts(path: str | Path | None = None, limit: int | None = None) -> Text
         if path.suffix in (".tsv", ".csv"):
             out = _read_table(path)
         else:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
             out = TextSet(path, [line for line in lines if line])
     except UnicodeDecodeError:
         raise ToolchainError(f"data file {path} is not UTF-8 text; convert it to UTF-8.") from None
@@ -55,7 +57,7 @@ def read_texts(path: str | Path | None = None, limit: int | None = None) -> Text
 
 def _read_table(path: Path) -> TextSet:
     delimiter = "\t" if path.suffix == ".tsv" else ","
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: a BOM would hide the first column's name
         reader = csv.DictReader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
         columns = reader.fieldnames or []
         text_col = next((c for c in TEXT_COLUMNS if c in columns), None)
@@ -63,7 +65,7 @@ def _read_table(path: Path) -> TextSet:
             raise ToolchainError(f"{path} has columns {columns}; it needs a text column named one of {list(TEXT_COLUMNS)}.")
         label_col = next((c for c in LABEL_COLUMNS if c in columns), None)
         texts, labels = [], []
-        for i, row in enumerate(reader, start=2):
+        for row in reader:
             text = (row.get(text_col) or "").strip()
             if not text:
                 continue
@@ -72,5 +74,57 @@ def _read_table(path: Path) -> TextSet:
                 try:
                     labels.append(int(row[label_col]))
                 except (TypeError, ValueError):
-                    raise ToolchainError(f"{path} line {i}: label {row[label_col]!r} is not an integer class id.") from None
+                    raise ToolchainError(f"{path} line {reader.line_num}: label {row[label_col]!r} is not an integer class id.") from None
     return TextSet(path, texts, labels if label_col else None)
+
+
+def read_split(path: Path, split, labels: list[str] | None) -> TextSet:
+    """Read one recipe data split (a recipe.Split) strictly: the named columns, labels mapped to class ids.
+
+    Labels may be class ids (0..n-1) or class names from ``labels``; anything else is an error naming
+    the line. ``labels=None`` reads text only (pretraining).
+    """
+    if not path.is_file():
+        raise ToolchainError(f"data file {path} does not exist; fix 'path' in the recipe or add the file under models/data/.")
+    if path.suffix not in (".tsv", ".csv"):
+        if split.label is not None and labels is not None:
+            raise ToolchainError(f"{path} is plain text but the recipe names a label column; use a .tsv/.csv file.")
+        texts = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        out = TextSet(path, texts[: split.limit] if split.limit else texts)
+    else:
+        out = _read_columns(path, split.text, split.label if labels is not None else None, labels, split.limit)
+    if not out.texts:
+        raise ToolchainError(f"data file {path} has no examples (empty split); give it at least one row.")
+    return out
+
+
+def _read_columns(path: Path, text_col: str, label_col: str | None, labels: list[str] | None, limit: int | None) -> TextSet:
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    ids = {name: i for i, name in enumerate(labels or [])}
+    with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: a BOM would hide the first column's name
+        reader = csv.DictReader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+        columns = reader.fieldnames or []
+        for want in (text_col, label_col):
+            if want is not None and want not in columns:
+                raise ToolchainError(f"{path} has columns {columns}, not {want!r}; fix the column names in the recipe.")
+        texts, found = [], []
+        for row in reader:
+            if limit is not None and len(texts) >= limit:
+                break
+            text = (row.get(text_col) or "").strip()
+            if not text:
+                continue
+            texts.append(text)
+            if label_col is not None:
+                found.append(_label_id(row.get(label_col), ids, path, reader.line_num))
+    return TextSet(path, texts, found if label_col is not None else None)
+
+
+def _label_id(value: str | None, ids: dict[str, int], path: Path, line: int) -> int:
+    value = (value or "").strip()
+    if value in ids:
+        return ids[value]
+    if value.lstrip("-").isdigit() and 0 <= int(value) < len(ids):
+        return int(value)
+    raise ToolchainError(f"{path} line {line}: label {value!r} is not one of the declared labels {list(ids)} "
+                         f"(or their ids 0..{len(ids) - 1}); fix the data or the recipe's labels.")

@@ -42,9 +42,11 @@ def register(gate: Gate) -> Gate:
 
 def _embed_gate(ref: np.ndarray, got: np.ndarray, data: TextSet, max_drop: float) -> GateResult:
     """Cosine to fp32 per text: mean must stay within max_drop of 1, the worst within 4x that."""
-    num = (ref * got).sum(axis=1)
-    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-    cos = num / np.clip(den, 1e-12, None)
+    ref64, got64 = np.asarray(ref, dtype=np.float64), np.asarray(got, dtype=np.float64)
+    num = (ref64 * got64).sum(axis=1)
+    den = np.linalg.norm(ref64, axis=1) * np.linalg.norm(got64, axis=1)
+    cos = np.clip(num / np.clip(den, 1e-12, None), -1.0, 1.0)
+    cos[(ref64 == got64).all(axis=1)] = 1.0  # identical outputs: exactly 1, not 1 +- rounding
     mean, worst = float(cos.mean()), float(cos.min())
     need_mean, need_min = 1 - max_drop, 1 - 4 * max_drop
     passed = bool(mean >= need_mean and worst >= need_min)
@@ -56,19 +58,22 @@ def _embed_gate(ref: np.ndarray, got: np.ndarray, data: TextSet, max_drop: float
 def _classify_gate(ref: np.ndarray, got: np.ndarray, data: TextSet, max_drop: float) -> GateResult:
     """Accuracy may drop by at most max_drop against the labels; without labels, agreement with fp32."""
     ref_pred, got_pred = ref.argmax(axis=1), got.argmax(axis=1)
+    n = len(ref_pred)
     agreement = float((ref_pred == got_pred).mean())
-    metrics: dict[str, Any] = {"agreement": agreement, "texts": len(ref_pred)}
+    metrics: dict[str, Any] = {"agreement": agreement, "texts": n}
     if data.labels is None:
-        passed = agreement >= 1 - max_drop
+        # compared as counts / n, so a budget of exactly k/n passes (1 - k/n is not exact in floating point)
+        passed = bool(int((ref_pred != got_pred).sum()) / n <= max_drop)
         metrics["required_agreement"] = 1 - max_drop
         return GateResult(metrics, passed, f"agreement with fp32 {agreement:.4f} (>= {1 - max_drop:.4f}); no labels in the data")
     gold = np.asarray(data.labels)
     if gold.min() < 0 or gold.max() >= ref.shape[1]:
         raise ToolchainError(f"{data.path} has labels outside 0..{ref.shape[1] - 1}, the model's {ref.shape[1]} classes; fix the data.")
-    acc_ref, acc_got = float((ref_pred == gold).mean()), float((got_pred == gold).mean())
-    drop = acc_ref - acc_got
+    right_ref, right_got = int((ref_pred == gold).sum()), int((got_pred == gold).sum())
+    acc_ref, acc_got = right_ref / n, right_got / n
+    drop = (right_ref - right_got) / n  # not acc_ref - acc_got: 0.8 - 0.7 > 0.1 in floating point
     metrics.update({"accuracy": acc_got, "fp32_accuracy": acc_ref, "accuracy_drop": drop, "max_drop": max_drop})
-    return GateResult(metrics, drop <= max_drop, f"accuracy {acc_got:.4f} vs fp32 {acc_ref:.4f} (drop {drop:+.4f}, budget {max_drop:.4f}), agreement {agreement:.4f}")
+    return GateResult(metrics, bool(drop <= max_drop), f"accuracy {acc_got:.4f} vs fp32 {acc_ref:.4f} (drop {drop:+.4f}, budget {max_drop:.4f}), agreement {agreement:.4f}")
 
 
 register(Gate("embed", 0.005, _embed_gate))
@@ -102,5 +107,6 @@ def judge(manifest: Manifest, variant: str, data: TextSet, max_drop: float | Non
         reference = outputs(manifest, REFERENCE_VARIANT, data, provider)
     got = outputs(manifest, variant, data, provider)
     result = gate.judge(reference, got, data, budget)
+    result.metrics.setdefault("max_drop", budget)  # the budget actually applied (the gate's default when None)
     result.metrics["data"] = str(data.path)
     return result, reference

@@ -117,7 +117,8 @@ def optimize(
                          "p50_ms": timing[variant]["p50_ms"], "base_p50_ms": timing[base]["p50_ms"], "reason": reason})
             progress(f"  {'kept' if kept else 'dropped'}: {reason}")
             if kept:
-                entry = {"precision": base_v.precision, "passed": True, "tolerance": {"max_drop": max_drop},
+                entry = {"precision": base_v.precision, "passed": True,
+                         "tolerance": {"max_drop": result.metrics.get("max_drop", max_drop)},
                          "metrics": {"gate": result.metrics, "optimization": {"rewrite": name, "base": base,
                                                                                "speedup": speedup}}, "latency": {}}
                 add_variant(root, variant, dst, entry)

@@ -1,0 +1,122 @@
+"""Training from recipes (smoke runs): loads with transformers, exports, resumes; data errors are clear."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from toolchain.recipe import load_recipe
+from toolchain.runtime import ToolchainError
+from toolchain.train import train
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+TRAINED = sorted(p for p in MODELS.glob("*.toml") if load_recipe(p).train or load_recipe(p).pretrain)
+
+RECIPE = """
+task = "text-classification"
+labels = ["negative", "positive"]
+[source]
+pretrained = "{model}"
+[data.train]
+path = "{train}"
+text = "sentence"
+label = "label"
+[train]
+epochs = 1.0
+"""
+
+
+@pytest.mark.parametrize("path", TRAINED, ids=[p.stem for p in TRAINED])
+def test_every_training_recipe_smoke_trains_loads_and_exports(path, tmp_path):
+    import transformers
+
+    from toolchain.export import export
+
+    result = train(path, out=tmp_path / "model", smoke=True)
+    out = result.model_dir
+    assert (out / "model.safetensors").is_file() and (out / "training.json").is_file()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(out))
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    metrics = json.loads((out / "training.json").read_text())
+    assert 0.0 <= metrics["dev_accuracy"] <= 1.0 and metrics["train_examples"] == 64
+    if load_recipe(path).pretrain:
+        assert (tmp_path / "model.pretrained" / "model.safetensors").is_file()
+        assert result.metrics["pretrain"]["held_out_mlm_loss"] > 0
+    assert not (tmp_path / "model.checkpoints").exists()  # removed once the model is written
+    manifest = export(out, tmp_path / "art", task="text-classification")
+    assert manifest["labels"] == ["negative", "positive"]
+
+
+@pytest.fixture
+def recipe_dir(tiny_model, tmp_path):
+    (tmp_path / "train.tsv").write_text("label\tsentence\n" + "".join(f"{i % 2}\tsentence number {i}\n" for i in range(40)))
+    model = tiny_model("bert", "text-classification")
+
+    def make(train_text: str | None = None, **replace) -> Path:
+        if train_text is not None:
+            (tmp_path / "train.tsv").write_text(train_text)
+        text = RECIPE.format(model=model, train="train.tsv")
+        for old, new in replace.items():
+            text = text.replace(old, new)
+        path = tmp_path / "r.toml"
+        path.write_text(text)
+        return path
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "train_text, replace, message",
+    [
+        (None, {"train.tsv": "missing.tsv"}, "missing.tsv does not exist"),
+        ("label\ttext\n1\thi\n", {}, r"has columns \['label', 'text'\], not 'sentence'"),
+        ("label\tsentence\n1\tfine\n7\tbad label\n", {}, r"line 3: label '7' is not one of the declared labels \['negative', 'positive'\]"),
+        ("label\tsentence\n", {}, "has no examples \\(empty split\\)"),
+    ],
+)
+def test_data_problems_are_clear_errors(recipe_dir, tmp_path, train_text, replace, message):
+    path = recipe_dir(train_text, **{'"' + k + '"': '"' + v + '"' for k, v in replace.items()})
+    with pytest.raises(ToolchainError, match=message):
+        train(path, out=tmp_path / "out", smoke=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_label_names_are_accepted(recipe_dir, tmp_path):
+    path = recipe_dir("label\tsentence\npositive\tgreat\nnegative\tawful\n1\tgood\n")
+    result = train(path, out=tmp_path / "out", smoke=True)
+    assert result.metrics["finetune"]["train_examples"] == 3
+
+
+def test_interrupted_training_resumes_from_checkpoint(recipe_dir, tmp_path, monkeypatch):
+    import toolchain.train as tr
+
+    real = tr._progress_callback
+
+    def interrupting():
+        base = real()
+
+        class Interrupt(base):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 3:
+                    raise KeyboardInterrupt  # as Ctrl-C after the step-2 checkpoint
+                return super().on_step_end(args, state, control, **kwargs)
+
+        return Interrupt
+
+    path = recipe_dir()
+    recipe = load_recipe(path)
+    recipe.train.max_steps, recipe.train.save_steps, recipe.train.batch_size = 4, 2, 4
+    monkeypatch.setattr(tr, "_progress_callback", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written
+    assert (tmp_path / "out.checkpoints" / "checkpoint-2").is_dir()
+
+    monkeypatch.setattr(tr, "_progress_callback", real)
+    said = []
+    result = train(recipe, out=tmp_path / "out", progress=said.append)
+    assert any("resuming from the last checkpoint" in s for s in said)
+    assert result.metrics["finetune"]["step"] == 4
+    assert not (tmp_path / "out.checkpoints").exists()

@@ -1,0 +1,198 @@
+"""Recipes: one small TOML file per model in models/, parsed into dataclasses that check themselves.
+
+Unknown keys are errors naming the key and the allowed ones; relative paths resolve against the
+recipe's folder and may not escape it (absolute paths are allowed, on purpose).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from .runtime.errors import ToolchainError
+from .runtime.tasks import TASKS
+
+KNOWN_ARCHITECTURES = ("bert", "distilbert", "roberta")
+
+
+class RecipeError(ToolchainError):
+    """The recipe file is malformed or refers to something that does not exist."""
+
+
+@dataclass
+class Split:
+    """One data file: which column holds the text and which the label."""
+
+    path: str
+    text: str = "sentence"
+    label: str | None = None  # None: unlabelled (pretraining text)
+    limit: int | None = None
+
+
+@dataclass
+class Source:
+    """Where the model starts: a pretrained model, or an architecture config trained from scratch."""
+
+    pretrained: str | None = None  # model dir, bundled name or hub id
+    architecture: str | None = None  # from scratch: one of KNOWN_ARCHITECTURES
+    config: dict[str, Any] = field(default_factory=dict)  # config overrides for `architecture`
+    vocab_size: int = 8000  # from scratch: size of the WordPiece tokenizer trained on the pretraining text
+
+    def check(self, where: str) -> None:
+        if (self.pretrained is None) == (self.architecture is None):
+            raise RecipeError(f"{where}: [source] needs exactly one of 'pretrained' or 'architecture'.")
+        if self.architecture is not None and self.architecture not in KNOWN_ARCHITECTURES:
+            raise RecipeError(f"{where}: architecture {self.architecture!r} is not known; use one of {', '.join(KNOWN_ARCHITECTURES)}.")
+
+
+@dataclass
+class Training:
+    """Trainer settings: the usual knobs, nothing exotic."""
+
+    epochs: float = 1.0
+    max_steps: int = -1
+    max_length: int = 128
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    seed: int = 0
+    logging_steps: int = 50
+    save_steps: int = 500
+    mlm_probability: float = 0.15  # pretraining only
+
+    def check(self, where: str) -> None:
+        positive = {"max_length": self.max_length, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                    "logging_steps": self.logging_steps, "save_steps": self.save_steps}
+        for key, value in positive.items():
+            if not value > 0:
+                raise RecipeError(f"{where}: {key} must be positive, got {value}.")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise RecipeError(f"{where}: set epochs > 0 or max_steps > 0.")
+
+
+@dataclass
+class Data:
+    train: Split
+    dev: Split | None = None
+
+
+@dataclass
+class Pretrain:
+    """Masked-language-model pretraining on unlabelled text before finetuning."""
+
+    data: list[Split]
+    train: Training = field(default_factory=Training)
+
+
+@dataclass
+class Export:
+    quantize: list[str] = field(default_factory=list)  # modes of `toolchain quantize`
+    opset: int | None = None
+    optimize: bool = False
+
+
+@dataclass
+class Gate:
+    max_drop: float | None = None  # quantization budget (the gate's default when unset)
+    min_accuracy: float | None = None  # the trained fp32 model must reach this on the dev split
+
+
+@dataclass
+class Recipe:
+    name: str
+    task: str
+    path: Path  # the recipe file
+    source: Source
+    labels: list[str] | None = None
+    data: Data | None = None
+    train: Training | None = None
+    pretrain: Pretrain | None = None
+    export: Export = field(default_factory=Export)
+    gate: Gate = field(default_factory=Gate)
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A data path from the recipe: relative to the recipe's folder and not outside it, or absolute."""
+        given = Path(relative).expanduser()
+        if given.is_absolute():
+            return given
+        resolved = (self.folder / given).resolve()
+        if self.folder.resolve() not in resolved.parents:
+            raise RecipeError(f"{self.path}: path {relative!r} escapes the recipe's folder; give an absolute path "
+                              "if you mean a file elsewhere.")
+        return resolved
+
+
+def _field_type(tp: Any) -> Any:
+    """``X | None`` -> X when X is a dataclass; other annotations unchanged."""
+    inner = [a for a in getattr(tp, "__args__", ()) if a is not type(None)]
+    if getattr(tp, "__origin__", None) is not list and len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+        return inner[0]
+    return tp
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Build dataclass-typed values from TOML tables, rejecting unknown keys."""
+    tp = _field_type(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where} must be a table, got {type(value).__name__}.")
+        return _build(tp, value, where)
+    if getattr(tp, "__origin__", None) is list and dataclasses.is_dataclass(tp.__args__[0]):
+        if not isinstance(value, list):
+            raise RecipeError(f"{where} must be a list of tables.")
+        return [_build(tp.__args__[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _build(cls: type, table: dict[str, Any], where: str, **given: Any) -> Any:
+    """cls(**table) with nested tables converted; ``given`` are fields set by the loader, not the file."""
+    hints = get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls) if f.name not in given]
+    unknown = [k for k in table if k not in allowed]
+    if unknown:
+        raise RecipeError(f"{where}: unknown key {unknown[0]!r}; allowed keys are {', '.join(allowed)}.")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name in allowed and f.name not in table
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise RecipeError(f"{where}: missing required key {missing[0]!r}.")
+    kwargs = {key: _convert(hints[key], value, f"{where} [{key}]") for key, value in table.items()}
+    return cls(**kwargs, **given)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and check a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} does not exist; recipes live in models/*.toml.")
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path} is not valid TOML ({exc}).") from None
+    table.setdefault("name", path.stem)
+    recipe = _build(Recipe, table, str(path), path=path.resolve())
+    where = str(path)
+    if recipe.task not in TASKS:
+        raise RecipeError(f"{where}: task {recipe.task!r} is not supported; use one of {', '.join(sorted(TASKS))}.")
+    recipe.source.check(where)
+    for section in (recipe.train, recipe.pretrain.train if recipe.pretrain else None):
+        if section is not None:
+            section.check(where)
+    if recipe.train is not None and recipe.data is None:
+        raise RecipeError(f"{where}: [train] needs a [data] section with the training split.")
+    if recipe.task == "text-classification" and recipe.train is not None:
+        if not recipe.labels or len(set(recipe.labels)) != len(recipe.labels):
+            raise RecipeError(f"{where}: a classifier needs 'labels', a list of distinct class names.")
+        for split in (recipe.data.train, recipe.data.dev):
+            if split is not None and split.label is None:
+                raise RecipeError(f"{where}: the {split.path} split needs a 'label' column for a classifier.")
+    if recipe.source.architecture and recipe.pretrain is None and recipe.train is None:
+        raise RecipeError(f"{where}: a model from scratch needs [pretrain] or [train]; otherwise it is random.")
+    return recipe

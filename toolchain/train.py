@@ -1,0 +1,228 @@
+"""Train: finetune or pretrain-then-finetune a model from a recipe with transformers' Trainer.
+
+Writes a Hugging Face model dir (safetensors weights, fast tokenizer, labels in config.json, and
+training.json with the dev metrics), atomically. Checkpoints live beside the output and make an
+interrupted run resume where it stopped; they are removed once the model is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .artifact import atomic_dir
+from .data import read_split
+from .recipe import Recipe, RecipeError, Split, Training, load_recipe
+from .source import import_optional, resolve
+
+SMOKE = {"examples": 64, "dev": 32, "steps": 3, "batch": 8, "max_length": 32}
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    metrics: dict[str, Any]
+
+
+def default_out(recipe: Recipe) -> Path:
+    return Path("dist") / f"{recipe.name}.model"
+
+
+def train(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: bool = False,
+          progress: Callable[[str], None] = lambda msg: None) -> TrainResult:
+    """Run the recipe's [pretrain] (if any) and [train] stages; return the trained model dir and its metrics."""
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    out = Path(out) if out else default_out(recipe)
+    if recipe.train is None and recipe.pretrain is None:
+        raise RecipeError(f"{recipe.path} has no [train] or [pretrain] section; there is nothing to train.")
+    import_optional("torch")
+    base, metrics = None, {}
+    if recipe.pretrain is not None:
+        pre_out = out.with_name(out.name + ".pretrained")
+        base, metrics["pretrain"] = _pretrain(recipe, pre_out, smoke, progress)
+    if recipe.train is not None:
+        metrics["finetune"] = _finetune(recipe, base, out, smoke, progress)
+        return TrainResult(out, metrics)
+    return TrainResult(base, metrics)
+
+
+# -- stages -----------------------------------------------------------------------------------------
+def _settings(training: Training, smoke: bool) -> Training:
+    if not smoke:
+        return training
+    return replace(training, max_steps=SMOKE["steps"], batch_size=SMOKE["batch"],
+                   max_length=min(training.max_length, SMOKE["max_length"]), logging_steps=1, save_steps=2)
+
+
+def _limit(split: Split, smoke: bool, n: int) -> Split:
+    return replace(split, limit=min(split.limit or n, n)) if smoke else split
+
+
+def _finetune(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progress) -> dict[str, Any]:
+    import transformers
+
+    settings = _settings(recipe.train, smoke)
+    start_from = base or _pretrained_dir(recipe)
+    labels = recipe.labels
+    train = read_split(recipe.resolve(recipe.data.train.path), _limit(recipe.data.train, smoke, SMOKE["examples"]), labels)
+    dev = None
+    if recipe.data.dev is not None:
+        dev = read_split(recipe.resolve(recipe.data.dev.path), _limit(recipe.data.dev, smoke, SMOKE["dev"]), labels)
+    progress(f"finetuning {start_from} on {len(train.texts)} examples ({recipe.task})")
+    tok = transformers.AutoTokenizer.from_pretrained(str(start_from), use_fast=True)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(start_from), num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True)
+
+    def encode(split):
+        enc = tok(split.texts, truncation=True, max_length=settings.max_length)
+        return [{"input_ids": ids, "attention_mask": m, "labels": y}
+                for ids, m, y in zip(enc["input_ids"], enc["attention_mask"], split.labels)]
+
+    collator = transformers.DataCollatorWithPadding(tok)
+    trainer, seconds = _fit(model, tok, encode(train), collator, settings, out, progress, group_by_length=True)
+    metrics: dict[str, Any] = {"train_examples": len(train.texts), "train_seconds": round(seconds, 1),
+                               "settings": asdict(settings), "base": str(start_from)}
+    metrics.update(trainer.state.log_history[-1] if trainer.state.log_history else {})
+    if dev is not None:
+        pred = trainer.predict(encode(dev))
+        accuracy = float((pred.predictions.argmax(-1) == pred.label_ids).mean())
+        metrics.update({"dev_accuracy": accuracy, "dev_examples": len(dev.texts)})
+        progress(f"dev accuracy {accuracy:.4f} on {len(dev.texts)} examples")
+        if recipe.gate.min_accuracy is not None and not smoke:
+            metrics["min_accuracy"] = recipe.gate.min_accuracy
+            metrics["reached_min_accuracy"] = accuracy >= recipe.gate.min_accuracy
+    _save(model, tok, out, metrics, settings)
+    return metrics
+
+
+def _pretrain(recipe: Recipe, out: Path, smoke: bool, progress) -> tuple[Path, dict[str, Any]]:
+    import transformers
+
+    spec = recipe.pretrain
+    settings = _settings(spec.train, smoke)
+    texts: list[str] = []
+    for split in spec.data:
+        texts += read_split(recipe.resolve(split.path), _limit(split, smoke, SMOKE["examples"]), None).texts
+    held_out = texts[-max(8, len(texts) // 100):]
+    texts = texts[: len(texts) - len(held_out)]
+    progress(f"pretraining a {recipe.source.architecture} from scratch on {len(texts)} texts (masked language modelling)")
+    tok = _train_tokenizer(recipe, texts, settings)
+    config = transformers.AutoConfig.for_model(
+        recipe.source.architecture, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+        **{"max_position_embeddings": settings.max_length + 2, **recipe.source.config})
+    model = transformers.AutoModelForMaskedLM.from_config(config)
+    progress(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, vocab {len(tok)}")
+
+    def blocks(items: list[str]) -> list[dict[str, list[int]]]:
+        """Concatenate the token stream and cut it into max_length blocks: no padding wasted."""
+        ids = [i for row in tok(items, add_special_tokens=False)["input_ids"] for i in row + [tok.sep_token_id]]
+        size = settings.max_length - 2
+        return [{"input_ids": tok.build_inputs_with_special_tokens(ids[i : i + size])}
+                for i in range(0, max(1, len(ids) - size + 1), size)]
+
+    collator = transformers.DataCollatorForLanguageModeling(tok, mlm_probability=settings.mlm_probability)
+    trainer, seconds = _fit(model, tok, blocks(texts), collator, settings, out, progress, group_by_length=False)
+    loss = float(trainer.evaluate(blocks(held_out))["eval_loss"])
+    metrics = {"texts": len(texts), "train_seconds": round(seconds, 1), "held_out_mlm_loss": loss,
+               "settings": asdict(settings), "parameters": sum(p.numel() for p in model.parameters())}
+    progress(f"pretraining done: held-out masked-LM loss {loss:.3f}")
+    _save(model, tok, out, metrics, settings)
+    return out, metrics
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _pretrained_dir(recipe: Recipe) -> Path:
+    return resolve(recipe.source.pretrained).path
+
+
+def _train_tokenizer(recipe: Recipe, texts: list[str], settings: Training):
+    """A WordPiece (BERT family) or byte-level BPE (RoBERTa) tokenizer trained on the pretraining text."""
+    import tempfile
+
+    import transformers
+    from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer
+
+    vocab = recipe.source.vocab_size
+    with tempfile.TemporaryDirectory() as tmp:
+        if recipe.source.architecture == "roberta":
+            bpe = ByteLevelBPETokenizer()
+            bpe.train_from_iterator(texts, vocab_size=vocab, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+            bpe.save_model(tmp)
+            return transformers.RobertaTokenizerFast(f"{tmp}/vocab.json", f"{tmp}/merges.txt",
+                                                     model_max_length=settings.max_length)
+        wp = BertWordPieceTokenizer(lowercase=True)
+        wp.train_from_iterator(texts, vocab_size=vocab, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+        wp.save_model(tmp)
+        return transformers.BertTokenizerFast(f"{tmp}/vocab.txt", do_lower_case=True, model_max_length=settings.max_length)
+
+
+class _Dataset:
+    """A list of feature dicts as a map-style dataset (what Trainer needs, without the datasets package)."""
+
+    def __init__(self, rows: list[dict[str, Any]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+def _progress_callback():
+    from transformers.trainer_callback import ProgressCallback
+
+    class LossAndThroughput(ProgressCallback):
+        """The usual bar, with loss and examples/s in its postfix instead of printed dicts."""
+
+        started = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.training_bar is not None and logs and "loss" in logs:
+                seen = state.global_step * args.per_device_train_batch_size
+                rate = seen / max(1e-9, time.perf_counter() - self.started)
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", ex_s=f"{rate:.1f}")
+
+    return LossAndThroughput
+
+
+def _fit(model, tok, rows, collator, settings: Training, out: Path, progress, group_by_length: bool):
+    """Trainer.train with checkpoints beside OUT, resuming from the last one if a run was interrupted."""
+    import torch
+    import transformers
+    from transformers.trainer_callback import ProgressCallback
+
+    if not rows:
+        raise RecipeError("the training split produced no examples; check the data file and its limit.")
+    ckpt = out.with_name(out.name + ".checkpoints")
+    resume = any(ckpt.glob("checkpoint-*"))
+    if resume:
+        progress(f"resuming from the last checkpoint in {ckpt}")
+    args = transformers.TrainingArguments(
+        output_dir=str(ckpt), per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=64,
+        learning_rate=settings.learning_rate, num_train_epochs=settings.epochs, max_steps=settings.max_steps,
+        warmup_ratio=settings.warmup_ratio, weight_decay=settings.weight_decay, lr_scheduler_type="linear",
+        logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_total_limit=1,
+        save_safetensors=True, eval_strategy="no", report_to=[], seed=settings.seed,
+        group_by_length=group_by_length, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_Dataset(rows), data_collator=collator,
+                                   processing_class=tok)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_progress_callback())
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    return trainer, time.perf_counter() - started
+
+
+def _save(model, tok, out: Path, metrics: dict[str, Any], settings: Training) -> None:
+    with atomic_dir(out, marker="training.json") as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        (tmp / "training.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    shutil.rmtree(out.with_name(out.name + ".checkpoints"), ignore_errors=True)
