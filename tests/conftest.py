@@ -124,3 +124,62 @@ def minilm_artifact(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def classifier_artifact(tiny_artifact) -> Path:
     return tiny_artifact("bert", "text-classification")
+
+
+# -- decoders -------------------------------------------------------------------------------------
+DECODER_ARCHS = ("gpt2", "gpt_neo", "llama", "qwen2", "mistral", "phi3")
+
+
+def _decoder_config(arch: str, vocab_size: int):
+    import transformers
+
+    ids = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+    if arch == "gpt2":
+        return transformers.GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=128, **ids)
+    if arch == "gpt_neo":
+        return transformers.GPTNeoConfig(vocab_size=vocab_size, hidden_size=32, num_layers=2, num_heads=2,
+                                         attention_types=[[["global", "local"], 1]], window_size=16,
+                                         max_position_embeddings=128, **ids)
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "max_position_embeddings": 128, "vocab_size": vocab_size, **ids}
+    config_class = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
+                    "mistral": transformers.MistralConfig, "phi3": transformers.Phi3Config}[arch]
+    return config_class(**small)
+
+
+def build_tiny_decoder(arch: str, out: Path) -> Path:
+    """A randomly initialised tiny causal LM of ARCH with a byte-level BPE tokenizer, saved into OUT."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    torch.manual_seed(0)
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<|endoftext|>",
+                                               eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    model = transformers.AutoModelForCausalLM.from_config(_decoder_config(arch, len(tok))).eval()
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory):
+    """tiny_decoder(arch) -> (model dir, exported text-generation artifact dir), cached for the session."""
+    from toolchain.export import export
+
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def make(arch: str = "llama") -> tuple[Path, Path]:
+        if arch not in cache:
+            src = build_tiny_decoder(arch, tmp_path_factory.mktemp(f"dec-{arch}"))
+            art = tmp_path_factory.mktemp("decart") / arch
+            export(src, art, task="text-generation")
+            cache[arch] = (src, art)
+        return cache[arch]
+
+    return make

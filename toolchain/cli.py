@@ -192,6 +192,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0 if summary["ok"] else 1
 
 
+@command
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo
+
+    demo(args.dirs, host=args.host, port=args.port, progress=_say)
+    print("demo stopped")
+    return 0
+
+
 def _latency_text(latency: dict[str, Any]) -> str:
     return ", ".join(f"{p} p50 {t['p50_ms']:.2f} ms" for p, t in latency.items() if "p50_ms" in t) or "not benched"
 
@@ -231,6 +240,10 @@ EXAMPLES = {
         toolchain run dist/minilm "a cat sat on the mat" "a kitten rested on a rug"
         toolchain run dist/sentiment "great film" --json""",
     "info": "toolchain info dist/minilm",
+    "demo": """\
+        toolchain demo                                  # dist/minilm, built first if missing
+        toolchain demo dist/minilm dist/minilm-sst2 --port 7861
+        toolchain demo dist/sentiment --host 0.0.0.0    # reachable from other machines""",
 }
 
 
@@ -318,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("info", "print an artifact's manifest readably")
     p.add_argument("dir")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    p = add("demo", "serve a Gradio app over artifacts: one tab per task, variant compare, model card")
+    p.add_argument("dirs", nargs="*", metavar="DIR", help="artifact directories (default: dist/minilm, built if missing)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
     return parser
 
 

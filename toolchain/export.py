@@ -81,7 +81,7 @@ def _run_optimum(source: Source, settings: ExportSettings, into: Path) -> Path:
     onnx_exporter = import_optional("optimum.exporters.onnx")
     try:
         onnx_exporter.main_export(
-            str(source.path), output=str(into), task=settings.task, opset=settings.opset,
+            str(source.path), output=str(into), task=task_spec(settings.task).export_task, opset=settings.opset,
             do_validation=False, library_name="transformers", device="cpu",
         )
     except (ValueError, KeyError, OSError, RuntimeError, NotImplementedError) as exc:
@@ -126,6 +126,14 @@ def _labels(reference: Reference, task: str) -> list[str] | None:
         return None
     id2label = reference.model.config.id2label
     return [str(id2label[i]) for i in sorted(id2label)]
+
+
+def _generation(reference: Reference) -> dict[str, Any]:
+    """What the runtime's generate loop needs that the graph does not say: the end-of-text token ids."""
+    config = getattr(reference.model, "generation_config", None) or reference.model.config
+    eos = config.eos_token_id if config.eos_token_id is not None else reference.tokenizer.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    return {"eos_token_ids": [int(e) for e in eos], "bos_token_id": getattr(config, "bos_token_id", None)}
 
 
 def export(
@@ -174,6 +182,8 @@ def export(
         }
         if settings.task == "feature-extraction":
             manifest["pooling"] = source.pooling
+        if task_spec(settings.task).method == "generate":
+            manifest["generation"] = _generation(reference)
         write_json(tmp / MANIFEST, manifest)
         progress("checking parity against PyTorch on a batch of uneven lengths")
         result = check_variant(tmp, REFERENCE_VARIANT, reference, settings.atol)

@@ -76,7 +76,43 @@ def _classify_gate(ref: np.ndarray, got: np.ndarray, data: TextSet, max_drop: fl
     return GateResult(metrics, bool(drop <= max_drop), f"accuracy {acc_got:.4f} vs fp32 {acc_ref:.4f} (drop {drop:+.4f}, budget {max_drop:.4f}), agreement {agreement:.4f}")
 
 
+def _generate_gate(ref: np.ndarray, got: np.ndarray, data: TextSet, max_drop: float) -> GateResult:
+    """Decoders, teacher-forced on held-out text: next-token agreement with fp32 must stay within
+    4 x max_drop of 1 and perplexity within (1 + max_drop) of fp32's."""
+    agreement = float((ref[:, 0] == got[:, 0]).mean())
+    ppl_ref, ppl_got = float(np.exp(-ref[:, 1].mean())), float(np.exp(-got[:, 1].mean()))
+    need_agree, max_ratio = 1 - 4 * max_drop, 1 + max_drop
+    passed = bool(agreement >= need_agree and ppl_got <= ppl_ref * max_ratio)
+    metrics = {"token_agreement": agreement, "perplexity": ppl_got, "fp32_perplexity": ppl_ref,
+               "perplexity_ratio": ppl_got / ppl_ref, "required_agreement": need_agree, "max_perplexity_ratio": max_ratio,
+               "positions": int(len(ref))}
+    return GateResult(metrics, passed, f"next-token agreement {agreement:.4f} (>= {need_agree:.4f}), perplexity "
+                                       f"{ppl_got:.3f} vs fp32 {ppl_ref:.3f} (ratio {ppl_got / ppl_ref:.4f} <= {max_ratio:.4f})")
+
+
+def _lm_positions(model, texts: list[str], window: int = 128) -> np.ndarray:
+    """(positions, 2): the argmax next token and the log-probability of the true next token, over
+    windows of the held-out text joined together."""
+    gen = model._generator
+    ids = [i for e in gen.tok.encode_batch(texts, add_special_tokens=False) for i in e.ids + [gen.pad_id]]
+    size = min(window, gen.context)
+    rows = []
+    for start in range(0, max(1, len(ids) - 1), size):
+        chunk = np.asarray([ids[start : start + size]], dtype=np.int64)
+        if chunk.shape[1] < 2:
+            continue
+        logits = gen.prompt_logits(chunk, np.ones_like(chunk))[0].astype(np.float64)
+        logp = logits - logits.max(axis=1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+        target = chunk[0, 1:]
+        rows.append(np.stack([logits[:-1].argmax(axis=1), logp[np.arange(len(target)), target]], axis=1))
+    if not rows:
+        raise ToolchainError("the evaluation text is too short to score a language model; give it a few sentences.")
+    return np.concatenate(rows)
+
+
 register(Gate("embed", 0.005, _embed_gate))
+register(Gate("generate", 0.02, _generate_gate))
 register(Gate("classify", 0.01, _classify_gate))
 
 
@@ -87,6 +123,8 @@ def outputs(manifest: Manifest, variant: str, data: TextSet, provider: str = "cp
         return model.embed(data.texts)
     if model.task.method == "classify":
         return model.scores(data.texts)
+    if model.task.method == "generate":
+        return _lm_positions(model, data.texts)
     raise ToolchainError(f"no gate for task {model.task.name!r}; gates exist for {', '.join(GATES)}.")
 
 

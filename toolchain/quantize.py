@@ -25,6 +25,7 @@ from .runtime.manifest import REFERENCE_VARIANT, Manifest, Variant, read_manifes
 from .runtime.model import load
 
 CALIB_BATCH = 8
+SAME_SPEED = 1.03  # candidates within 3% of the fastest count as equally fast
 
 
 @dataclass
@@ -207,7 +208,8 @@ def quantize(
     progress: Callable[[str], None] = lambda msg: None,
 ) -> QuantizeReport:
     """Add MODE's variant to ARTIFACT: every candidate plan is gated against fp32 on CALIB (default: the
-    bundled SST-2 dev set), the passing ones are timed against fp32 in one run, and the fastest is kept.
+    bundled SST-2 dev set), the passing ones are timed against fp32 in one run, and the fastest is kept
+    (the smallest of those within 3% of the fastest).
     When none passes, the closest is kept for inspection with passed=false (never chosen by auto)."""
     if mode not in MODES:
         raise ToolchainError(f"mode {mode!r} is not known; use one of {', '.join(MODES)}.")
@@ -241,7 +243,8 @@ def quantize(
             timings = measure_variants(scratch, [REFERENCE_VARIANT] + [t["name"] for t in passed])
             for t in passed:
                 t["p50_ms"] = timings[t["name"]]["p50_ms"]
-            best = min(passed, key=lambda t: (t["p50_ms"], t["bytes"]))
+            fastest = min(t["p50_ms"] for t in passed)  # within timing noise of the fastest, the smallest file wins
+            best = min((t for t in passed if t["p50_ms"] <= fastest * SAME_SPEED), key=lambda t: (t["bytes"], t["p50_ms"]))
         else:
             best = max(tried, key=lambda t: _score(t["result"]))
         result = best["result"]

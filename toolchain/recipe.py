@@ -15,7 +15,7 @@ from typing import Any, get_type_hints
 from .runtime.errors import ToolchainError
 from .runtime.tasks import TASKS
 
-KNOWN_ARCHITECTURES = ("bert", "distilbert", "roberta")
+KNOWN_ARCHITECTURES = ("bert", "distilbert", "roberta", "llama", "gpt2")
 
 
 class RecipeError(ToolchainError):
@@ -39,7 +39,7 @@ class Source:
     pretrained: str | None = None  # model dir, bundled name or hub id
     architecture: str | None = None  # from scratch: one of KNOWN_ARCHITECTURES
     config: dict[str, Any] = field(default_factory=dict)  # config overrides for `architecture`
-    vocab_size: int = 8000  # from scratch: size of the WordPiece tokenizer trained on the pretraining text
+    vocab_size: int = 8000  # from scratch: size of the tokenizer trained on the training text
 
     def check(self, where: str) -> None:
         if (self.pretrained is None) == (self.architecture is None):
@@ -78,6 +78,7 @@ class Training:
 class Data:
     train: Split
     dev: Split | None = None
+    held_out: float = 0.05  # text-generation without a dev split: this share of the text's end is held out
 
 
 @dataclass
@@ -187,6 +188,8 @@ def load_recipe(path: str | Path) -> Recipe:
             section.check(where)
     if recipe.train is not None and recipe.data is None:
         raise RecipeError(f"{where}: [train] needs a [data] section with the training split.")
+    if recipe.task == "text-generation" and recipe.train is not None and recipe.data.train.label is not None:
+        raise RecipeError(f"{where}: a text-generation recipe trains on plain text; remove 'label' from [data.train].")
     if recipe.task == "text-classification" and recipe.train is not None:
         if not recipe.labels or len(set(recipe.labels)) != len(recipe.labels):
             raise RecipeError(f"{where}: a classifier needs 'labels', a list of distinct class names.")

@@ -8,6 +8,7 @@ interrupted run resume where it stopped; they are removed once the model is writ
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -45,7 +46,10 @@ def train(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
         pre_out = out.with_name(out.name + ".pretrained")
         base, metrics["pretrain"] = _pretrain(recipe, pre_out, smoke, progress)
     if recipe.train is not None:
-        metrics["finetune"] = _finetune(recipe, base, out, smoke, progress)
+        if recipe.task not in STAGES:
+            raise RecipeError(f"{recipe.path}: training for task {recipe.task!r} is not supported; "
+                              f"recipes can train {', '.join(STAGES)}.")
+        metrics["finetune"] = STAGES[recipe.task](recipe, base, out, smoke, progress)
         return TrainResult(out, metrics)
     return TrainResult(base, metrics)
 
@@ -100,6 +104,58 @@ def _finetune(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progres
     return metrics
 
 
+def _causal_lm(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progress) -> dict[str, Any]:
+    """A decoder trained from scratch (or further trained) on plain text, next-token prediction."""
+    import transformers
+
+    settings = _settings(recipe.train, smoke)
+    path = recipe.resolve(recipe.data.train.path)
+    if not path.is_file():
+        raise RecipeError(f"data file {path} does not exist; fix 'path' in the recipe or add the file under models/data/.")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if smoke:
+        text = text[:20_000]
+    if not text.strip():
+        raise RecipeError(f"data file {path} is empty; a language model needs text to train on.")
+    cut = int(len(text) * (1 - recipe.data.held_out))
+    cut = text.rfind("\n", 0, cut) + 1 or cut
+    train_text, val_text = text[:cut], text[cut:]
+    if recipe.source.architecture:
+        tok = _train_tokenizer(recipe, train_text.splitlines(), settings)
+        config = transformers.AutoConfig.for_model(
+            recipe.source.architecture, vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id, **{"max_position_embeddings": settings.max_length, **recipe.source.config})
+        model = transformers.AutoModelForCausalLM.from_config(config)
+        start = f"a {recipe.source.architecture} from scratch"
+    else:
+        start = str(base or _pretrained_dir(recipe))
+        tok = transformers.AutoTokenizer.from_pretrained(start, use_fast=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(start)
+    params = sum(p.numel() for p in model.parameters())
+    progress(f"training {start} ({params / 1e6:.1f}M parameters, vocab {len(tok)}) on {len(train_text):,} characters")
+
+    def blocks(chunk: str) -> list[dict[str, list[int]]]:
+        ids = tok(chunk, add_special_tokens=False)["input_ids"]
+        n = settings.max_length
+        return [{"input_ids": ids[i : i + n]} for i in range(0, max(1, len(ids) - n + 1), n)]
+
+    collator = transformers.DataCollatorForLanguageModeling(tok, mlm=False)
+    trainer, seconds = _fit(model, tok, blocks(train_text), collator, settings, out, progress, group_by_length=False)
+    val_loss = float(trainer.evaluate(blocks(val_text))["eval_loss"])
+    sample_ids = tok("ROMEO:", return_tensors="pt")["input_ids"].to(model.device)
+    sample = tok.decode(model.generate(sample_ids, max_new_tokens=48, do_sample=False)[0], skip_special_tokens=True)
+    progress(f"validation loss {val_loss:.3f} (perplexity {math.exp(min(val_loss, 50)):.1f}); greedy sample: {sample!r}")
+    metrics = {"train_characters": len(train_text), "train_seconds": round(seconds, 1), "val_loss": val_loss,
+               "val_perplexity": math.exp(min(val_loss, 50)), "parameters": params, "sample": sample,
+               "settings": asdict(settings), "base": start}
+    metrics.update(trainer.state.log_history[-1] if trainer.state.log_history else {})
+    _save(model, tok, out, metrics, settings)
+    return metrics
+
+
+STAGES = {"text-classification": _finetune, "text-generation": _causal_lm}
+
+
 def _pretrain(recipe: Recipe, out: Path, smoke: bool, progress) -> tuple[Path, dict[str, Any]]:
     import transformers
 
@@ -149,6 +205,18 @@ def _train_tokenizer(recipe: Recipe, texts: list[str], settings: Training):
 
     vocab = recipe.source.vocab_size
     with tempfile.TemporaryDirectory() as tmp:
+        if recipe.source.architecture in ("llama", "gpt2"):  # byte-level BPE, one end-of-text token
+            from tokenizers import decoders, models, pre_tokenizers, trainers
+            from tokenizers import Tokenizer as RawTokenizer
+
+            raw = RawTokenizer(models.BPE())
+            raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            raw.decoder = decoders.ByteLevel()
+            raw.train_from_iterator((t + "\n" for t in texts), trainers.BpeTrainer(
+                vocab_size=vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+            return transformers.PreTrainedTokenizerFast(
+                tokenizer_object=raw, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                model_max_length=settings.max_length)
         if recipe.source.architecture == "roberta":
             bpe = ByteLevelBPETokenizer()
             bpe.train_from_iterator(texts, vocab_size=vocab, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])

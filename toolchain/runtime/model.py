@@ -13,7 +13,9 @@ from . import providers
 from .errors import ArtifactError, InputError, ToolchainError
 from .manifest import REFERENCE_VARIANT, Manifest, read_manifest
 from .tasks import task_spec
-from .text import TextEncoder, as_texts
+from .generate import Generator
+from .generate import generate as generate_text
+from .text import TextEncoder, as_texts, load_tokenizer
 
 DEFAULT_BATCH_SIZE = 32
 MIN_GAIN = 1.05  # `auto` prefers fp32 unless another passed variant is at least 5% faster
@@ -68,14 +70,18 @@ class Model:
         self.batch_size = batch_size
         self.task = task_spec(manifest.task)
         tok = manifest.data.get("tokenizer") or {}
-        input_names = [i.name for i in self._session.get_inputs()]
-        self._encoder = TextEncoder(
-            manifest.root / tok.get("file", "tokenizer.json"),
-            max_length=manifest.max_length,
-            pad_id=int(tok.get("pad_id", 0)),
-            pad_token=str(tok.get("pad_token", "[PAD]")),
-            input_names=input_names,
-        )
+        tok_path = manifest.root / tok.get("file", "tokenizer.json")
+        if self.task.method == "generate":
+            self._generator = Generator(self._session, load_tokenizer(tok_path), manifest.data,
+                                        "cuda" if negotiated.provider == "cuda" else "cpu")
+        else:
+            self._encoder = TextEncoder(
+                tok_path,
+                max_length=manifest.max_length,
+                pad_id=int(tok.get("pad_id", 0)),
+                pad_token=str(tok.get("pad_token", "[PAD]")),
+                input_names=[i.name for i in self._session.get_inputs()],
+            )
         self._calls = 0
         self._lock = threading.Lock()
 
@@ -100,6 +106,20 @@ class Model:
         if labels is None:
             labels = [f"LABEL_{i}" for i in range(probs.shape[1] if probs.ndim == 2 else 0)]
         return [{"label": labels[int(i)], "score": float(p[int(i)])} for p, i in zip(probs, probs.argmax(axis=1))]
+
+    def generate(self, prompt: Any, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, repetition_penalty: float = 1.0, stop: Any = (), seed: int | None = None,
+                 stream: bool = False):
+        """Continue PROMPT (a str -> str, or a list of str -> list of str, batched). temperature=0 is greedy.
+
+        stream=True (one prompt) returns an iterator of text pieces whose concatenation is the text.
+        Stops at EOS, at any of ``stop`` (not included), or after max_new_tokens.
+        """
+        self._require("generate")
+        with self._lock:
+            self._calls += 1
+        return generate_text(self._generator, prompt, stream, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed)
 
     def scores(self, texts: Any) -> np.ndarray:
         """Class probabilities (n, classes), in the order of the manifest's labels."""
@@ -131,11 +151,18 @@ class Model:
             )
 
     def encode(self, texts: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Tokenize into the graph's feeds, padded to the longest item, and the attention mask."""
+        """Tokenize into the graph's feeds, padded to the longest item, and the attention mask
+        (decoders: left-padded prompt ids, cut to the context)."""
+        if self.task.method == "generate":
+            ids, mask = self._generator._prompt_ids(as_texts(texts), 0)
+            return {"input_ids": ids, "attention_mask": mask}, mask
         return self._encoder.encode(as_texts(texts))
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Run the graph on ready feeds and return the task's output (no batching, no head)."""
+        """Run the graph on ready feeds and return the task's output (no batching, no head;
+        decoders: the prompt's logits with an empty cache)."""
+        if self.task.method == "generate":
+            return self._generator.prompt_logits(feeds["input_ids"], feeds["attention_mask"])
         return self._session.run([self.task.output], feeds)[0]
 
     def _run(self, texts: Any, head: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:

@@ -18,6 +18,11 @@ class TaskSpec:
     method: str  # the runtime method that serves this task
     auto_class: str  # the transformers Auto class that builds the PyTorch reference
     atol: float  # parity tolerance of the fp32 export against PyTorch, on `output`
+    optimum_task: str = ""  # the task optimum exports (default: the same name)
+
+    @property
+    def export_task(self) -> str:
+        return self.optimum_task or self.name
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -36,3 +41,5 @@ def task_spec(name: str) -> TaskSpec:
 
 register(TaskSpec("feature-extraction", "last_hidden_state", "embed", "AutoModel", 1e-4))
 register(TaskSpec("text-classification", "logits", "classify", "AutoModelForSequenceClassification", 1e-4))
+# Decoders export with their KV cache: one graph for the prompt (empty past) and every decode step.
+register(TaskSpec("text-generation", "logits", "generate", "AutoModelForCausalLM", 1e-3, "text-generation-with-past"))

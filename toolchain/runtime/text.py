@@ -41,16 +41,21 @@ def _clean(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def load_tokenizer(path: Path):
+    """A `tokenizers.Tokenizer` from the artifact's tokenizer.json, or ArtifactError naming the fix."""
+    from tokenizers import Tokenizer  # light, torch-free
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises bare Exception on a bad file
+        raise ArtifactError(f"{path} cannot be loaded as a tokenizers file ({exc}); re-export the artifact.") from None
+
+
 class TextEncoder:
     """Turns a batch of strings into the int64 arrays the ONNX graph takes."""
 
     def __init__(self, path: Path, max_length: int, pad_id: int, pad_token: str, input_names: Sequence[str]):
-        from tokenizers import Tokenizer  # light, torch-free
-
-        try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises bare Exception on a bad file
-            raise ArtifactError(f"{path} cannot be loaded as a tokenizers file ({exc}); re-export the artifact.") from None
+        tok = load_tokenizer(path)
         tok.no_padding()
         tok.enable_truncation(max_length=max_length)
         tok.enable_padding(pad_id=pad_id, pad_token=pad_token)  # to the longest item of each batch

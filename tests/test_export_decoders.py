@@ -1,0 +1,63 @@
+"""Decoders export with their KV cache, and parity is greedy continuations equal to PyTorch's."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import DECODER_ARCHS
+from toolchain.runtime import ParityError, load, read_manifest
+
+
+@pytest.mark.parametrize("arch", DECODER_ARCHS)
+def test_decoder_exports_with_kv_cache_and_greedy_parity(tiny_decoder, arch):
+    src, art = tiny_decoder(arch)
+    m = read_manifest(art)
+    assert m.task == "text-generation"
+    parity = m.variants["fp32"].metrics["parity"]
+    assert parity["tokens_match"] is True and parity["max_abs_diff"] <= parity["atol"]
+    names = [i["name"] for i in m.data["inputs"]]
+    assert "past_key_values.0.key" in names and "past_key_values.1.value" in names
+    assert any(o["name"].startswith("present.") for o in m.data["outputs"])
+    assert m.data["generation"]["eos_token_ids"] == [0]
+    graph = onnx.load(str(art / "model.onnx"), load_external_data=False).graph
+    assert len([i for i in graph.input if i.name.startswith("past_key_values")]) == 4  # one graph, 2 layers x k/v
+    assert load(art).generate("To be", max_new_tokens=5) == load(art).generate(["To be"], max_new_tokens=5)[0]
+
+
+def test_greedy_parity_catches_a_wrong_continuation(tiny_decoder, tmp_path, monkeypatch):
+    from toolchain.export import export
+    from toolchain.runtime import generate as gen_module
+
+    src, _ = tiny_decoder("llama")
+    real = gen_module.pick
+
+    def off_by_one(logits, seen, s, rng):
+        out = real(logits, seen, s, rng)
+        return (out + 1) % logits.shape[1]
+
+    monkeypatch.setattr(gen_module, "pick", off_by_one)
+    with pytest.raises(ParityError, match="tokens differ from PyTorch's"):
+        export(src, tmp_path / "bad", task="text-generation")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_decoder_quantizes_through_the_gate(tiny_decoder, tmp_path):
+    import shutil
+
+    from toolchain.quantize import quantize
+
+    _, art = tiny_decoder("llama")
+    dst = tmp_path / "art"
+    shutil.copytree(art, dst)
+    calib = tmp_path / "calib.txt"
+    calib.write_text("\n".join(["the film was a delight from start to finish", "actors shine in a witty script"] * 10))
+    report = quantize(dst, "int8-dynamic", calib=calib, limit=20)
+    gate = read_manifest(dst).variants["int8"].metrics["gate"]
+    assert {"token_agreement", "perplexity", "fp32_perplexity", "perplexity_ratio"} <= set(gate)
+    assert report.passed == (gate["token_agreement"] >= gate["required_agreement"]
+                             and gate["perplexity_ratio"] <= gate["max_perplexity_ratio"])
+    out = load(dst, variant="int8").generate("the film", max_new_tokens=4)
+    assert isinstance(out, str)
+    assert np.isfinite(gate["perplexity"])
