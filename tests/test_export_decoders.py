@@ -61,3 +61,25 @@ def test_decoder_quantizes_through_the_gate(tiny_decoder, tmp_path):
     out = load(dst, variant="int8").generate("the film", max_new_tokens=4)
     assert isinstance(out, str)
     assert np.isfinite(gate["perplexity"])
+
+
+def test_decoder_bench_reports_tokens_per_second_against_both_baselines(tiny_decoder, tmp_path):
+    import json
+    import shutil
+
+    from toolchain.bench import bench, format_table
+
+    _, art = tiny_decoder("gpt2")
+    dst = tmp_path / "art"
+    shutil.copytree(art, dst)
+    report = bench(dst, batches=(1, 2), runs=1, vs_pytorch=True)
+    rows = report["rows"]
+    assert {"fp32", "pytorch", "optimum"} <= set(rows), report["notes"]
+    for name in ("fp32", "pytorch", "optimum"):
+        for shape in rows[name]["shapes"]:
+            assert shape["tokens_per_s"] > 0 and shape["ttft_ms"] > 0 and shape["tokens"] >= 1
+    assert "tokens_per_s_vs_pytorch" in rows["fp32"]["shapes"][0] and "tokens_per_s_vs_optimum" in rows["fp32"]["shapes"][0]
+    assert "ttft" in format_table(report) and "decode step" in format_table(report)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    assert manifest["variants"]["fp32"]["latency"]["cpu"]["p50_ms"] > 0
+    assert (dst / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -241,6 +241,9 @@ def bench(artifact, variants=None, batches=(1, 8, 32), seqs=(16, 128), provider=
           real=True, runs=20, threads=None, json_path=None, chart_path=None, progress=lambda msg: None) -> dict:
     """Measure every (or the named) variant of ARTIFACT at each batch x seq and write JSON, chart and manifest."""
     manifest = read_manifest(artifact)
+    if _task(manifest).method == "generate":
+        return _bench_decoder(manifest, variants, batches, provider, runs, threads, vs_pytorch, json_path, chart_path,
+                              progress)
     settings = _settings(manifest, variants, batches, seqs, provider, runs, threads)
     notes: list[str] = []
     feeds = _feeds(manifest, settings)
@@ -264,6 +267,33 @@ def bench(artifact, variants=None, batches=(1, 8, 32), seqs=(16, 128), provider=
         except Exception as exc:  # PyTorch is the comparison, not the product: note it and keep the results
             notes.append(f"PyTorch skipped: it failed to run ({type(exc).__name__}: {exc}).")
     report = _report(manifest, settings, rows, notes)
+    _write(report, settings, json_path, chart_path)
+    return report
+
+
+def _bench_decoder(manifest, variants, batches, provider, runs, threads, vs_pytorch, json_path, chart_path, progress):
+    """Decoders: ms per generated token, tokens/s and time to first token (batch 1 and 8 by default)."""
+    from .bench_generate import bench_generate
+
+    batches = tuple(b for b in _positive_ints("batches", batches, "1,8") if b <= 64) or (1,)
+    settings = _settings(manifest, variants, batches, (1,), provider, runs, threads)
+    new = min(64, manifest.max_length // 2)
+    rows = bench_generate(manifest, settings.variants, batches, provider, runs, settings.torch_threads, vs_pytorch,
+                          new_tokens=new, progress=progress)
+    notes = [f"{n}: {r['error']}" for n, r in rows.items() if "error" in r]
+    rows = {n: r for n, r in rows.items() if "error" not in r}
+    for name, row in rows.items():
+        for engine in ("pytorch", "optimum"):
+            if engine in rows and name not in ("pytorch", "optimum"):
+                for mine, theirs in zip(row["shapes"], rows[engine]["shapes"]):
+                    mine[f"tokens_per_s_vs_{engine}"] = mine["tokens_per_s"] / theirs["tokens_per_s"]
+        if "pytorch" in rows and name != "pytorch":
+            for mine, theirs in zip(row["shapes"], rows["pytorch"]["shapes"]):
+                mine["p50_vs_pytorch"] = mine["p50_ms"] / theirs["p50_ms"]
+    settings.shapes = [(b, new) for b in batches]
+    report = _report(manifest, settings, rows, notes)
+    report["reference_shape"] = {"batch": batches[0], "seq": new}
+    report["unit"] = f"ms per decode step (one token for each of the batch rows; greedy, {new} new tokens)"
     _write(report, settings, json_path, chart_path)
     return report
 
@@ -306,15 +336,35 @@ def measure_variants(manifest: Manifest, names: list[str], batch: int = REFERENC
                      threads: int | None = None) -> dict[str, dict[str, Any]]:
     """p50/p95 of several variants in this process, in alternating blocks so machine noise hits all alike
     (whole blocks, not single calls: alternating every call would evict each model's weights from cache)."""
-    seq = min(seq, manifest.max_length)
-    settings = Settings(manifest.root, names, (batch,), (seq,), provider, runs, threads, threads or 0, [(batch, seq)])
-    (_, feeds), = _feeds(manifest, settings)
     models = {n: open_variant(manifest, n, provider=provider, threads=threads) for n in names}
+    if _task(manifest).method == "generate":  # decoders: ms per generated token, as bench reports them
+        from .bench_generate import PROMPT
+        from .runtime.generate import Sampling
+
+        seq = 32
+
+        def call(model):
+            stats: dict[str, Any] = {}
+            for _ in model._generator.run([PROMPT] * batch, Sampling(max_new_tokens=seq), stats):
+                pass
+            return stats.get("steps", seq)
+    else:
+        seq = min(seq, manifest.max_length)
+        settings = Settings(manifest.root, names, (batch,), (seq,), provider, runs, threads, threads or 0, [(batch, seq)])
+        (_, feeds), = _feeds(manifest, settings)
+
+        def call(model):
+            model.run_feeds(feeds)
+            return 1
     times: dict[str, list[float]] = {n: [] for n in names}
     block = 5
     for _ in range(max(1, -(-runs // block))):
         for name, model in models.items():
-            times[name] += _time(lambda: model.run_feeds(feeds), block, warmup=1)
+            call(model)  # warm-up of this block
+            for _ in range(block):
+                start = time.perf_counter()
+                per = call(model)
+                times[name].append((time.perf_counter() - start) * 1000 / per)
     return {n: _stats(batch, seq, ms) for n, ms in times.items()}
 
 
@@ -397,14 +447,17 @@ def format_table(report: dict) -> str:
     for name, row in report["rows"].items():
         for s in row["shapes"]:
             ratio = f"{s['p50_vs_pytorch']:.2f}x" if "p50_vs_pytorch" in s else "-"
+            ttft = f"  ttft {s['ttft_ms']:.1f} ms" if "ttft_ms" in s else ""
             lines.append(f"{name:<10}{row['bytes'] / 1e6:>9.1f}{row['peak_rss_mb']:>9.0f}{s['batch']:>7}{s['seq']:>6}"
-                         f"{s['p50_ms']:>10.2f}{s['p95_ms']:>10.2f}{s['items_per_s']:>10.1f}{ratio:>10}")
+                         f"{s['p50_ms']:>10.2f}{s['p95_ms']:>10.2f}{s['items_per_s']:>10.1f}{ratio:>10}{ttft}")
     real = [(n, r["real"]) for n, r in report["rows"].items() if r.get("real")]
     if real:
         lines.append(f"real sentences ({real[0][1]['texts']} SST-2 dev, batches of {REAL_BATCH}, dynamic padding):")
         for name, r in real:
             speed = f"  {r['speedup_vs_pytorch']:.2f}x pytorch" if "speedup_vs_pytorch" in r else ""
             lines.append(f"  {name:<10}{r['sentences_per_s']:>10.1f} sentences/s{speed}")
+    if report.get("unit"):
+        lines.append(f"decoder rows: p50 = {report['unit']}; items/s = tokens/s; seq = new tokens")
     lines.append("vs torch: p50 / PyTorch p50 at the same shape (below 1 is faster).")
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)

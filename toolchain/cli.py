@@ -74,19 +74,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     model = load(args.dir, variant=args.variant, provider=args.provider)
     method = model.task.method
-    result = getattr(model, method)(args.texts)
+    if method == "generate":
+        result = model.generate(args.texts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                top_p=args.top_p, seed=args.seed)
+    else:
+        result = getattr(model, method)(args.texts)
     info = model.info()
     if args.json:
         payload = result.tolist() if hasattr(result, "tolist") else result
         print(json.dumps({"info": info, method: payload}, ensure_ascii=False))
         return 0
-    if method == "embed":
-        _print_embeddings(args.texts, result)
-    else:
-        for text, r in zip(args.texts, result):
-            print(f"{text[:60]!r}: {r['label']} ({r['score']:.3f})")
+    PRINTERS[method](args.texts, result)
     print(f"variant {info['variant']} on {info['provider']}", file=sys.stderr)
     return 0
+
+
+def _print_labels(texts: list[str], results: list[dict[str, Any]]) -> None:
+    for text, r in zip(texts, results):
+        print(f"{text[:60]!r}: {r['label']} ({r['score']:.3f})")
+
+
+def _print_continuations(prompts: list[str], results: list[str]) -> None:
+    for prompt, text in zip(prompts, results):
+        print(f"{prompt}{text}\n")
+
+
+PRINTERS = {"embed": _print_embeddings, "classify": _print_labels, "generate": _print_continuations}
 
 
 @command
@@ -238,7 +251,8 @@ EXAMPLES = {
     "validate": "toolchain validate dist/minilm",
     "run": """\
         toolchain run dist/minilm "a cat sat on the mat" "a kitten rested on a rug"
-        toolchain run dist/sentiment "great film" --json""",
+        toolchain run dist/sentiment "great film" --json
+        toolchain run dist/shakespeare-llama "ROMEO:" --max-new-tokens 80 --temperature 0.8""",
     "info": "toolchain info dist/minilm",
     "demo": """\
         toolchain demo                                  # dist/minilm, built first if missing
@@ -282,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="auto")
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="text generation: tokens to add (default 64)")
+    p.add_argument("--temperature", type=float, default=0.0, help="text generation: 0 is greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0, help="text generation: nucleus sampling threshold")
+    p.add_argument("--seed", type=int, default=None, help="text generation: seed for sampling")
 
     from .hardware import PRESETS
     from .quantize import MODES

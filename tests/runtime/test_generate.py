@@ -127,3 +127,12 @@ def test_generate_is_thread_safe(llama):
     expected = [m.generate(p, max_new_tokens=10) for p in prompts]
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(lambda p: m.generate(p, max_new_tokens=10), prompts)) == expected
+
+
+def test_cli_run_generates(tiny_decoder, capsys):
+    from toolchain.cli import main
+
+    _, art = tiny_decoder("llama")
+    assert main(["run", str(art), "the film", "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the film") and load(art).generate("the film", max_new_tokens=6) in out

@@ -142,9 +142,16 @@ class Generator:
         return self.session.run(["logits"], feeds)[0]
 
     # -- the loop ------------------------------------------------------------------------------------
-    def run(self, prompts: list[str], s: Sampling) -> Iterator[tuple[int, str]]:
-        """Yield (row, text piece) as text becomes final; rows finish on EOS, a stop string or the limit."""
+    def run(self, prompts: list[str], s: Sampling, stats: dict[str, Any] | None = None) -> Iterator[tuple[int, str]]:
+        """Yield (row, text piece) as text becomes final; rows finish on EOS, a stop string or the limit.
+
+        ``stats`` (optional) receives steps run and seconds to the first token, for benchmarks."""
+        import time
+
         import onnxruntime as ort
+
+        started = time.perf_counter()
+        stats = {} if stats is None else stats
 
         ids, mask = self._prompt_ids(prompts, s.max_new_tokens)
         batch = len(prompts)
@@ -173,6 +180,8 @@ class Generator:
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
             tokens = pick(logits, seen, s, rng)
+            stats["steps"] = step + 1
+            stats.setdefault("first_token_s", time.perf_counter() - started)
             for i, (row, token) in enumerate(zip(rows, tokens)):
                 if row.done:
                     continue
