@@ -341,7 +341,7 @@ def measure_variants(manifest: Manifest, names: list[str], batch: int = REFERENC
         from .bench_generate import PROMPT
         from .runtime.generate import Sampling
 
-        seq = 32
+        seq = min(32, manifest.max_length // 2)
 
         def call(model):
             stats: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from .recipe import Recipe, load_recipe
 from .runtime.errors import ToolchainError
 from .runtime.manifest import REFERENCE_VARIANT, read_manifest
 from .runtime.model import load
-from .train import default_out, train
+from .train import HELD_OUT, default_out, train
 from .validate import validate
 
 SMOKE_BENCH = {"batches": (1,), "seqs": (16,), "runs": 3, "real": False}
@@ -37,7 +37,7 @@ def build(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
     model, steps["train"] = _train_stage(recipe, out, smoke, retrain, progress)
     progress(f"[export] {model} -> {out}")
     manifest = export(model, out, task=recipe.task, opset=recipe.export.opset, progress=progress)
-    eval_data = _eval_data(recipe, smoke)
+    eval_data = _eval_data(recipe, smoke, Path(model))
     calib = str(eval_data.path) if eval_data is not None else None
     limit = 64 if smoke else 512
     for mode in recipe.export.quantize:
@@ -79,8 +79,12 @@ def _train_stage(recipe: Recipe, out: Path, smoke: bool, retrain: bool, progress
     return str(result.model_dir), result.metrics
 
 
-def _eval_data(recipe: Recipe, smoke: bool) -> TextSet | None:
-    """The labelled dev split of the recipe (gate and accuracy), else the bundled default set."""
+def _eval_data(recipe: Recipe, smoke: bool, model_dir: Path) -> TextSet | None:
+    """The labelled dev split of the recipe (gate and accuracy), a language model's held-out text,
+    else the bundled default set."""
+    held_out = model_dir / HELD_OUT
+    if held_out.is_file():
+        return read_texts(held_out)
     if recipe.data is not None and recipe.data.dev is not None:
         dev = recipe.data.dev
         return read_split(recipe.resolve(dev.path), dev, recipe.labels)
@@ -122,6 +126,8 @@ def _metric(out: Path, name: str, task: str, data: TextSet | None, variant) -> s
     gate = variant.metrics.get("gate", {})
     if "mean_cosine" in gate:
         return f"cos {gate['mean_cosine']:.4f}/{gate['min_cosine']:.3f}"
+    if "token_agreement" in gate:
+        return f"agree {gate['token_agreement']:.3f} ppl x{gate['perplexity_ratio']:.3f}"
     return "exact" if "parity" in variant.metrics else "-"
 
 

@@ -226,6 +226,8 @@ def _check_text(metrics: dict[str, Any]) -> str:
         return f"cosine mean {gate['mean_cosine']:.4f} min {gate['min_cosine']:.4f}"
     if "accuracy" in gate:
         return f"accuracy {gate['accuracy']:.4f} (fp32 {gate['fp32_accuracy']:.4f})"
+    if "token_agreement" in gate:
+        return f"next-token agreement {gate['token_agreement']:.4f}, perplexity x{gate['perplexity_ratio']:.4f}"
     if "agreement" in gate:
         return f"agreement {gate['agreement']:.4f}"
     return ""

@@ -20,6 +20,7 @@ from .data import read_split
 from .recipe import Recipe, RecipeError, Split, Training, load_recipe
 from .source import import_optional, resolve
 
+HELD_OUT = "heldout.txt"  # language models: the validation text, for the quantization gate
 SMOKE = {"examples": 64, "dev": 32, "steps": 3, "batch": 8, "max_length": 32}
 
 
@@ -149,7 +150,7 @@ def _causal_lm(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progre
                "val_perplexity": math.exp(min(val_loss, 50)), "parameters": params, "sample": sample,
                "settings": asdict(settings), "base": start}
     metrics.update(trainer.state.log_history[-1] if trainer.state.log_history else {})
-    _save(model, tok, out, metrics, settings)
+    _save(model, tok, out, metrics, settings, extra={HELD_OUT: val_text})
     return metrics
 
 
@@ -288,9 +289,11 @@ def _fit(model, tok, rows, collator, settings: Training, out: Path, progress, gr
     return trainer, time.perf_counter() - started
 
 
-def _save(model, tok, out: Path, metrics: dict[str, Any], settings: Training) -> None:
+def _save(model, tok, out: Path, metrics: dict[str, Any], settings: Training, extra: dict[str, str] | None = None) -> None:
     with atomic_dir(out, marker="training.json") as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         (tmp / "training.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     shutil.rmtree(out.with_name(out.name + ".checkpoints"), ignore_errors=True)
