@@ -186,3 +186,36 @@ def test_bad_artifact_is_a_toolchain_error(tmp_path):
 
     with pytest.raises(ToolchainError, match="not an artifact directory"):
         demo([tmp_path / "nope"], block=False)
+
+
+@pytest.fixture(scope="module")
+def generation(tiny_decoder):
+    from toolchain.demo import demo
+
+    _, art = tiny_decoder("llama")
+    app = demo([art], port=free_port(), block=False, progress=lambda m: None)
+    try:
+        yield art, gradio_client.Client(app.local_url, verbose=False)
+    finally:
+        app.close()
+
+
+def test_generate_streams_the_runtimes_text(generation):
+    from toolchain.runtime import load
+
+    art, client = generation
+    expected = load(art).generate("ROMEO:", max_new_tokens=8, temperature=0.0)
+    job = client.submit("ROMEO:", 8, 0.0, api_name="/generate")
+    text, message = job.result(timeout=60)
+    assert text == expected and text
+    assert len(job.outputs()) >= 3  # streamed: the first piece, more pieces, then the summary
+    assert "to the first piece" in message and "pieces in" in message and "on **cpu**" in message
+
+
+def test_generate_bad_input_and_compare(generation):
+    _, client = generation
+    text, message = client.predict("", api_name="/generate")
+    assert text == "" and message.startswith("⚠️") and "empty" in message
+    a, b, summary = client.predict("ROMEO:", "fp32", "fp32", api_name="/compare")
+    assert a["output"]["continuation"] == b["output"]["continuation"] and "the same output" in summary
+    assert a["provider"] == "cpu" and a["latency_ms"] > 0

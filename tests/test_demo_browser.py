@@ -32,10 +32,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def url(classifier_artifact, tiny_artifact):
+def url(classifier_artifact, tiny_artifact, tiny_decoder):
     from toolchain.demo import demo
 
-    app = demo([classifier_artifact, tiny_artifact("bert")], port=free_port(), block=False, progress=lambda m: None)
+    arts = [classifier_artifact, tiny_artifact("bert"), tiny_decoder("llama")[1]]
+    app = demo(arts, port=free_port(), block=False, progress=lambda m: None)
     try:
         yield app.local_url
     finally:
@@ -93,4 +94,16 @@ def test_similarity_tab_in_the_browser(browser, url):
     page.locator("#embed-button").click()
     page.locator("#embed-message", has_text="variant").wait_for(timeout=20_000)
     assert float(page.locator("#embed-similarity input").input_value()) == pytest.approx(1.0, abs=1e-3)
+    page.close()
+
+
+def test_generation_streams_into_the_page(browser, url):
+    page = browser.new_page(viewport={"width": 1200, "height": 1000})
+    page.goto(url, wait_until="networkidle")
+    page.get_by_role("tab", name="Generation").click()
+    page.locator("#generate-prompt textarea").fill("ROMEO:")
+    page.locator("#generate-button").click()
+    page.locator("#generate-message", has_text="pieces in").wait_for(timeout=30_000)
+    assert page.locator("#generate-output textarea").input_value()
+    page.screenshot(path=str(SCREENSHOT.with_name("demo-generate.png")), full_page=True)
     page.close()

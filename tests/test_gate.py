@@ -44,10 +44,11 @@ def _rotate_row(v, cos):
 
 # -- embeddings ---------------------------------------------------------------------------------
 def test_registry_defaults():
-    assert set(GATES) == {"embed", "classify"}
+    assert set(GATES) == {"embed", "classify", "generate"}
     assert GATES["embed"].default_max_drop == 0.005 and GATES["classify"].default_max_drop == 0.01
-    with pytest.raises(ToolchainError, match="no gate for the runtime method 'generate'"):
-        gate_for("generate")
+    assert GATES["generate"].default_max_drop == 0.02
+    with pytest.raises(ToolchainError, match="no gate for the runtime method 'translate'"):
+        gate_for("translate")
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e-3, 37.0])

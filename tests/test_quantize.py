@@ -183,9 +183,12 @@ def test_int8_latency_and_choice(int8_runs, task):
     assert (v["latency"]["cpu"]["batch"], v["latency"]["cpu"]["seq"]) == (1, min(128, data["max_length"]))
     assert report.p50_ms == v["latency"]["cpu"]["p50_ms"]
     assert report.fp32_p50_ms == data["variants"]["fp32"]["latency"]["cpu"]["p50_ms"]
+    from toolchain.quantize import SAME_SPEED
+
     passed = [t for t in q["tried"] if t["passed"]]
-    fastest = min(passed, key=lambda t: (t["p50_ms"], t["bytes"]))
-    assert q["plan"] == fastest["plan"] and report.p50_ms == fastest["p50_ms"]
+    fastest = min(t["p50_ms"] for t in passed)  # within noise of the fastest, the smallest file is kept
+    chosen = min((t for t in passed if t["p50_ms"] <= fastest * SAME_SPEED), key=lambda t: (t["bytes"], t["p50_ms"]))
+    assert q["plan"] == chosen["plan"] and report.p50_ms == chosen["p50_ms"]
 
 
 def test_int8_embed_loads_and_runs(int8_runs):

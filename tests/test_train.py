@@ -34,19 +34,26 @@ def test_every_training_recipe_smoke_trains_loads_and_exports(path, tmp_path):
 
     from toolchain.export import export
 
+    recipe = load_recipe(path)
     result = train(path, out=tmp_path / "model", smoke=True)
     out = result.model_dir
     assert (out / "model.safetensors").is_file() and (out / "training.json").is_file()
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(out))
-    assert model.config.id2label == {0: "negative", 1: "positive"}
     metrics = json.loads((out / "training.json").read_text())
-    assert 0.0 <= metrics["dev_accuracy"] <= 1.0 and metrics["train_examples"] == 64
-    if load_recipe(path).pretrain:
+    if recipe.task == "text-classification":
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(str(out))
+        assert model.config.id2label == {0: "negative", 1: "positive"}
+        assert 0.0 <= metrics["dev_accuracy"] <= 1.0 and metrics["train_examples"] == 64
+    else:  # a decoder trained on plain text, with its held-out text kept for the quantization gate
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(out))
+        assert model.config.model_type == recipe.source.architecture
+        assert metrics["val_loss"] > 0 and metrics["sample"].startswith("ROMEO:")
+        assert (out / "heldout.txt").read_text().strip()
+    if recipe.pretrain:
         assert (tmp_path / "model.pretrained" / "model.safetensors").is_file()
         assert result.metrics["pretrain"]["held_out_mlm_loss"] > 0
     assert not (tmp_path / "model.checkpoints").exists()  # removed once the model is written
-    manifest = export(out, tmp_path / "art", task="text-classification")
-    assert manifest["labels"] == ["negative", "positive"]
+    manifest = export(out, tmp_path / "art", task=recipe.task)
+    assert manifest["labels"] == (["negative", "positive"] if recipe.task == "text-classification" else None)
 
 
 @pytest.fixture

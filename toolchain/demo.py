@@ -39,7 +39,8 @@ DEFAULT_RECIPE = "models/minilm.toml"
 MAX_CHARS = 5_000  # per text box; the runtime truncates over-long token sequences itself
 MAX_SENTENCES = 200  # in the "search these sentences" box
 MAX_FILE_SIZE = "10mb"  # uploads (for the image tab to come)
-COMPARE_RUNS = 5  # the compare view reports the median latency of this many calls
+COMPARE_RUNS = 5  # the compare view reports the median latency of this many calls (1 for generation)
+MAX_NEW_TOKENS = 512  # the generation tab's slider
 PRECISION_ORDER = ("fp32", "int8", "fp16", "int4")
 FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
 MONO = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"]
@@ -107,7 +108,8 @@ class Ctx:
         return out, float(np.median(times)), list(notes), model.info()
 
 
-# warnings.catch_warnings is process-wide state: one capture at a time (see the note on truncation).
+# warnings.catch_warnings is process-wide state, so one capture at a time: the runtime reports truncation
+# only as a UserWarning, which the page turns into a note.
 _CAPTURE = threading.Lock()
 
 
@@ -141,6 +143,22 @@ def _guarded(fn: Callable[..., tuple], blanks: tuple) -> Callable[..., tuple]:
     return wrapper
 
 
+def _guarded_stream(fn: Callable[..., Any], blanks: tuple) -> Callable[..., Any]:
+    """_guarded for a handler that yields (*outputs, message) as it streams."""
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        try:
+            yield from fn(*args)
+        except ToolchainError as exc:
+            yield (*blanks, f"⚠️ {exc}")
+        except Exception:
+            log.exception("demo handler %s failed", fn.__name__)
+            yield (*blanks, "⚠️ Something went wrong on the server (details in its log); try again or change the input.")
+
+    return wrapper
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
@@ -148,9 +166,8 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 # -- shared pickers ------------------------------------------------------------------------------
 def _variants(art: Artifact, ctx: Ctx) -> list[tuple[str, str]]:
     m = art.manifest
-    order = sorted(m.variants.values(), key=lambda v: (v.name not in PRECISION_ORDER,
-                                                       PRECISION_ORDER.index(v.name) if v.name in PRECISION_ORDER else 0,
-                                                       v.name))
+    rank = {name: i for i, name in enumerate(PRECISION_ORDER)}
+    order = sorted(m.variants.values(), key=lambda v: (rank.get(v.name, len(rank)), v.name))
     auto = ctx.model(art.key, "auto").variant
     return [(f"auto (best passed: {auto})", "auto")] + [
         (f"{v.name}: {v.precision}, {v.bytes / 1e6:.1f} MB" + ("" if v.passed else ", FAILED its gate"), v.name)
@@ -243,6 +260,44 @@ def _embed_tab(ctx: Ctx, arts: list[Artifact]) -> None:
                         api_name="search")
 
 
+def _generate_tab(ctx: Ctx, arts: list[Artifact]) -> None:
+    gr.Markdown("Type a prompt; the model continues it, streaming the text as it comes.")
+    with gr.Row():
+        artifact = _artifact_picker(arts, "generate")
+        variant = _variant_picker(ctx, arts[0], "generate-variant")
+    prompt = gr.Textbox(label="Prompt", lines=3, value="ROMEO:", elem_id="generate-prompt")
+    with gr.Row():
+        max_new = gr.Slider(1, MAX_NEW_TOKENS, value=64, step=1, label="Max new tokens", elem_id="generate-max")
+        temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Temperature (0: greedy)", elem_id="generate-temp")
+        top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p", elem_id="generate-top-p")
+    button = gr.Button("Generate", variant="primary", elem_id="generate-button")
+    output = gr.Textbox(label="Continuation", lines=8, interactive=False, elem_id="generate-output")
+    message = gr.Markdown(elem_id="generate-message")
+    _follow(ctx, artifact, variant)
+
+    def generate(prompt: str, max_new_tokens: float = 64, temperature: float = 0.8, top_p: float = 0.95,
+                 variant: str = "auto", artifact: str | None = None):
+        prompt = _text(prompt, "prompt")
+        settings = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature), "top_p": float(top_p)}
+
+        def first(m: Model):  # the first piece under the warnings capture: the runtime warns when it cuts a prompt
+            pieces = m.generate(prompt, stream=True, **settings)
+            return pieces, next(pieces, "")
+
+        (pieces, text), ttft, notes, info = ctx.run(ctx.pick(artifact, "generate"), variant, first)
+        count, start = int(bool(text)), time.perf_counter()
+        head = f"{_details(info, ttft, notes)} to the first piece"
+        yield text, head + "; streaming…"
+        for piece in pieces:
+            text, count = text + piece, count + 1
+            yield text, head + "; streaming…"
+        total = ttft + (time.perf_counter() - start) * 1e3
+        yield text, f"{head}; {count} pieces in {total:.0f} ms ({count / max(total, 1e-9) * 1e3:.1f}/s)"
+
+    button.click(_guarded_stream(generate, ("",)), [prompt, max_new, temperature, top_p, variant, artifact],
+                 [output, message], api_name="generate")
+
+
 def _classify_one(model: Model, text: str) -> tuple[Any, np.ndarray]:
     probs = model.scores([text])[0]
     names = model.manifest.labels or [f"LABEL_{i}" for i in range(len(probs))]
@@ -257,26 +312,39 @@ def _embed_one(model: Model, text: str) -> tuple[Any, np.ndarray]:
             "first": [round(float(x), 5) for x in vec[:6]]}, vec
 
 
+def _generate_one(model: Model, text: str) -> tuple[Any, str]:
+    out = model.generate(text, max_new_tokens=32, temperature=0.0)  # greedy: variants comparable
+    return {"continuation": out, "settings": "greedy, 32 new tokens"}, out
+
+
+def _agreement(a: Any, b: Any) -> str:
+    if isinstance(a, np.ndarray):
+        return f"cosine {_cosine(a, b):.6f}, max |difference| {float(np.abs(a.astype(np.float64) - b).max()):.3g}"
+    return "the same output" if a == b else "different outputs"
+
+
 @dataclass(frozen=True)
 class Tab:
     title: str
     build: Callable[[Ctx, list[Artifact]], None]  # adds the tab's components and named API endpoints
-    compare: Callable[[Model, str], tuple[Any, np.ndarray]] | None = None  # one variant's output on a text
+    compare: Callable[[Model, str], tuple[Any, Any]] | None = None  # one variant's (shown, comparable) output
+    compare_runs: int = COMPARE_RUNS
 
 
-# The one place a task's page plugs in: "generate", "translate" and "caption" tabs go here once the
-# runtime has those methods (their endpoints: /generate, /translate, /caption).
+# The one place a task's page plugs in: "translate" and "caption" tabs go here once the runtime has
+# those methods (their endpoints: /translate, /caption; the image one takes uploads up to MAX_FILE_SIZE).
 TABS: dict[str, Tab] = {
     "classify": Tab("Sentiment", _classify_tab, _classify_one),
     "embed": Tab("Similarity", _embed_tab, _embed_one),
+    "generate": Tab("Generation", _generate_tab, _generate_one, compare_runs=1),
 }
 
 
 # -- compare view and model card -------------------------------------------------------------------
 def _compare_view(ctx: Ctx) -> None:
     arts = [a for a in ctx.arts.values() if TABS[a.method].compare]
-    gr.Markdown("The same text through two variants: outputs, median latency of "
-                f"{COMPARE_RUNS} calls and the provider actually used, side by side.")
+    gr.Markdown("The same text through two variants: outputs, latency (median of "
+                f"{COMPARE_RUNS} calls; one for generation) and the provider actually used, side by side.")
     with gr.Row():
         artifact = _artifact_picker(arts, "compare")
         variant_a = _variant_picker(ctx, arts[0], "compare-variant-a", "Variant A", 1)
@@ -292,17 +360,15 @@ def _compare_view(ctx: Ctx) -> None:
     def compare(text: str, variant_a: str, variant_b: str, artifact: str | None = None):
         text = _text(text)
         art = ctx.pick(artifact)
-        one = TABS[art.method].compare
+        tab = TABS[art.method]
         sides, vecs, notes = [], [], {}
         for variant in (variant_a, variant_b):
-            (shown, vec), ms, more, info = ctx.run(art, variant, lambda m: one(m, text), runs=COMPARE_RUNS)
+            (shown, vec), ms, more, info = ctx.run(art, variant, lambda m: tab.compare(m, text), runs=tab.compare_runs)
             sides.append({"variant": info["variant"], "precision": info["precision"], "provider": info["provider"],
                           "latency_ms": round(ms, 3), "output": shown})
             vecs.append(vec)
             notes.update(dict.fromkeys(more))
-        diff = float(np.abs(vecs[0].astype(np.float64) - vecs[1]).max())
-        summary = (f"A ({sides[0]['variant']}) vs B ({sides[1]['variant']}): cosine {_cosine(*vecs):.6f}, "
-                   f"max |difference| {diff:.3g}; latency {sides[0]['latency_ms']:.2f} ms vs {sides[1]['latency_ms']:.2f} ms")
+        summary = (f"A ({sides[0]['variant']}) vs B ({sides[1]['variant']}): {_agreement(*vecs)}; latency {sides[0]['latency_ms']:.2f} ms vs {sides[1]['latency_ms']:.2f} ms")
         return sides[0], sides[1], "\n\n".join([summary, *(f"ℹ️ Note: {n}" for n in notes)])
 
     button.click(_guarded(compare, (None, None)), [text, variant_a, variant_b, artifact], [out_a, out_b, message],
