@@ -121,7 +121,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("variants")
     for v in m.variants.values():
         print(f"  {v.name:<12} {v.precision:<6} {v.bytes / 1e6:8.1f} MB  {'passed' if v.passed else 'FAILED':<6}  "
-              f"{_latency_text(v.latency):<22} {_check_text(v.metrics)}  {v.file}")
+              f"{v.latency_summary():<38} {v.check_summary()}  {v.file}")
     if d.get("bench"):
         print("bench      " + "; ".join(f"{p}: {b.get('json')} {b.get('chart')} ({b.get('measured')})" for p, b in d["bench"].items()))
     versions = d.get("versions", {})
@@ -212,25 +212,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     demo(args.dirs, host=args.host, port=args.port, progress=_say)
     print("demo stopped")
     return 0
-
-
-def _latency_text(latency: dict[str, Any]) -> str:
-    return ", ".join(f"{p} p50 {t['p50_ms']:.2f} ms" for p, t in latency.items() if "p50_ms" in t) or "not benched"
-
-
-def _check_text(metrics: dict[str, Any]) -> str:
-    parity, gate = metrics.get("parity", {}), metrics.get("gate", {})
-    if "max_abs_diff" in parity:
-        return f"parity {parity['max_abs_diff']:.2g}"
-    if "mean_cosine" in gate:
-        return f"cosine mean {gate['mean_cosine']:.4f} min {gate['min_cosine']:.4f}"
-    if "accuracy" in gate:
-        return f"accuracy {gate['accuracy']:.4f} (fp32 {gate['fp32_accuracy']:.4f})"
-    if "token_agreement" in gate:
-        return f"next-token agreement {gate['token_agreement']:.4f}, perplexity x{gate['perplexity_ratio']:.4f}"
-    if "agreement" in gate:
-        return f"agreement {gate['agreement']:.4f}"
-    return ""
 
 
 EXAMPLES = {

@@ -375,22 +375,6 @@ def _compare_view(ctx: Ctx) -> None:
                  api_name="compare")
 
 
-def _check_text(metrics: dict[str, Any]) -> str:
-    parity, gate = metrics.get("parity") or {}, metrics.get("gate") or {}
-    if "max_abs_diff" in parity:
-        return f"parity vs PyTorch {parity['max_abs_diff']:.2g} (atol {parity.get('atol', '?')})"
-    if "mean_cosine" in gate:
-        return f"cosine to fp32: mean {gate['mean_cosine']:.4f}, min {gate.get('min_cosine', float('nan')):.4f}"
-    if "accuracy" in gate:
-        return f"accuracy {gate['accuracy']:.4f} (fp32 {gate.get('fp32_accuracy', float('nan')):.4f})"
-    return ", ".join(f"{k} {v}" for k, v in gate.items() if isinstance(v, (int, float))) or "-"
-
-
-def _latency_text(latency: dict[str, Any]) -> str:
-    return "; ".join(f"{p} p50 {t['p50_ms']:.2f} ms (batch {t.get('batch')}, seq {t.get('seq')})"
-                     for p, t in latency.items() if isinstance(t, dict) and "p50_ms" in t) or "not benched"
-
-
 def _bench_lines(m: Manifest) -> list[str]:
     lines = []
     for provider, entry in (m.data.get("bench") or {}).items():
@@ -421,7 +405,7 @@ def _card(art: Artifact) -> str:
              "| variant | precision | size | gate | check | latency |", "|---|---|---|---|---|---|"]
     for v in m.variants.values():
         lines.append(f"| {v.name} | {v.precision} | {v.bytes / 1e6:.1f} MB | {'passed' if v.passed else 'FAILED'} | "
-                     f"{_check_text(v.metrics)} | {_latency_text(v.latency)} |")
+                     f"{v.check_summary()} | {v.latency_summary()} |")
     return "\n".join(lines + _bench_lines(m))
 
 

@@ -55,6 +55,26 @@ class Variant:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "name"}
         return out
 
+    def check_summary(self) -> str:
+        """One line on how this variant was checked: parity against PyTorch, or its gate against fp32."""
+        parity, gate = self.metrics.get("parity") or {}, self.metrics.get("gate") or {}
+        if "max_abs_diff" in parity:
+            return f"parity vs PyTorch {parity['max_abs_diff']:.2g} (atol {parity.get('atol', '?')})"
+        if "mean_cosine" in gate:
+            return f"cosine to fp32: mean {gate['mean_cosine']:.4f}, min {gate.get('min_cosine', float('nan')):.4f}"
+        if "accuracy" in gate:
+            return f"accuracy {gate['accuracy']:.4f} (fp32 {gate.get('fp32_accuracy', float('nan')):.4f})"
+        if "token_agreement" in gate:
+            return f"next-token agreement {gate['token_agreement']:.4f}, perplexity x{gate['perplexity_ratio']:.4f}"
+        if "agreement" in gate:
+            return f"agreement with fp32 {gate['agreement']:.4f}"
+        return "not checked"
+
+    def latency_summary(self) -> str:
+        """Recorded p50 latency per provider, or 'not benched'."""
+        return "; ".join(f"{p} p50 {t['p50_ms']:.2f} ms (batch {t.get('batch')}, seq {t.get('seq')})"
+                         for p, t in self.latency.items() if isinstance(t, dict) and "p50_ms" in t) or "not benched"
+
 
 @dataclass
 class Manifest:
