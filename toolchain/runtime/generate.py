@@ -1,8 +1,9 @@
 """Text generation over a KV-cache decoder graph (optimum's text-generation-with-past export).
 
 One graph serves the prompt (empty past) and every decode step. The cache never leaves ONNX
-Runtime between steps: the step's `present.*` outputs are bound as the next step's `past_key_values.*`
-inputs through IO binding, and only the last position's logits are copied out. Text is decoded
+Runtime between steps: two buffers per cache tensor are allocated once per call and bound by pointer
+(IO binding), the past read from one and the present written into the other, and only the last
+position's logits are copied out. Text is decoded
 incrementally (tokenizers' DecodeStream), never by re-decoding the whole sequence.
 """
 
@@ -159,24 +160,19 @@ class Generator:
         rows = [_Row(self.tok, s.stop) for _ in prompts]
         seen = [r[m.astype(bool)] for r, m in zip(ids, mask)]
         positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=self.kv_type)
         binding = self.session.io_binding()
-        past = {name: ort.OrtValue.ortvalue_from_numpy(empty) for name in self.past}
+        cache = _KVCache(self, batch, ids.shape[1] + s.max_new_tokens)
         step_ids = ids
         for step in range(s.max_new_tokens):
             binding.bind_cpu_input("input_ids", np.ascontiguousarray(step_ids, dtype=np.int64))
             binding.bind_cpu_input("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
             if self.takes_positions:
                 binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions, dtype=np.int64))
-            for name, value in past.items():
-                binding.bind_ortvalue_input(name, value)
-            binding.bind_output("logits", self.device)
-            for name in self.present:
-                binding.bind_output(name, self.device)
+            binding.bind_output("logits", self.device)  # first: get_outputs() follows the binding order
+            written = cache.bind(binding, step_ids.shape[1])
             self.session.run_with_iobinding(binding)
-            outputs = binding.get_outputs()
-            logits = outputs[0].numpy()[:, -1, :]
-            past = dict(zip(self.past, outputs[1:]))  # the cache stays in ONNX Runtime's buffers
+            logits = binding.get_outputs()[0].numpy()[:, -1, :]
+            cache.advance(written)
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
             tokens = pick(logits, seen, s, rng)
@@ -224,6 +220,33 @@ class Generator:
             ids[i, width - len(e):] = e
             mask[i, width - len(e):] = 1
         return ids, mask
+
+
+class _KVCache:
+    """The KV cache in two buffers per tensor, allocated once for the whole generation and used in turn:
+    each step ONNX Runtime reads the past from one and writes the present (one position longer) into the
+    other, both bound by pointer, so no cache memory is allocated or copied out per step."""
+
+    def __init__(self, gen: Generator, batch: int, max_len: int):
+        import onnxruntime as ort
+
+        self.gen, self.length, self.turn = gen, 0, 0
+        self.row = (batch, gen.kv_heads)
+        size = batch * gen.kv_heads * max_len * gen.head_dim
+        self.buffers = [[ort.OrtValue.ortvalue_from_shape_and_type([size], self.gen.kv_type, gen.device, 0)
+                         for _ in gen.present] for _ in range(2)]
+
+    def bind(self, binding: Any, new_tokens: int) -> int:
+        """Bind past (current length) and present (length + new_tokens); return the new length."""
+        gen, read, write = self.gen, self.buffers[self.turn], self.buffers[1 - self.turn]
+        grown = self.length + new_tokens
+        for past, present, src, dst in zip(gen.past, gen.present, read, write):
+            binding.bind_input(past, gen.device, 0, gen.kv_type, [*self.row, self.length, gen.head_dim], src.data_ptr())
+            binding.bind_output(present, gen.device, 0, gen.kv_type, [*self.row, grown, gen.head_dim], dst.data_ptr())
+        return grown
+
+    def advance(self, length: int) -> None:
+        self.length, self.turn = length, 1 - self.turn
 
 
 def generate(generator: Generator, prompt: Any, stream: bool, **sampling: Any):
