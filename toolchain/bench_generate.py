@@ -102,7 +102,7 @@ def bench_generate(manifest: Manifest, variants: list[str], batches: tuple[int, 
     """Rows per engine in the shape bench() reports: one 'shape' per batch with p50_ms = ms per token."""
     from .bench import _in_child
 
-    job = {"root": str(manifest.root), "provider": provider, "threads": threads, "runs": max(1, min(runs, 5)),
+    job = {"root": str(manifest.root), "provider": provider, "threads": threads, "runs": max(1, min(runs, 30)),
            "batches": list(batches), "new_tokens": new_tokens, "source": (manifest.data.get("source") or {}).get("path")}
     engines: list[tuple[str, Callable, dict[str, Any]]] = [(n, onnx_child, {"variant": n}) for n in variants]
     if vs_pytorch and job["source"] and Path(job["source"]).is_dir():
