@@ -133,6 +133,8 @@ class Generator:
         self.kv_heads, self.head_dim = first.shape[1], first.shape[3]
         self.kv_type = NP_TYPES.get(first.type, np.float32)
         self.takes_positions = "position_ids" in inputs
+        logits = next(o for o in session.get_outputs() if o.name == "logits")
+        self.vocab = int(logits.shape[-1]) if isinstance(logits.shape[-1], int) else len(tokenizer.get_vocab())
 
     def prompt_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Logits (B, T, V) of a prompt with an empty cache: what parity compares with PyTorch."""
@@ -168,10 +170,10 @@ class Generator:
             binding.bind_cpu_input("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
             if self.takes_positions:
                 binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions, dtype=np.int64))
-            binding.bind_output("logits", self.device)  # first: get_outputs() follows the binding order
+            logits = cache.bind_logits(binding, step_ids.shape[1])
             written = cache.bind(binding, step_ids.shape[1])
             self.session.run_with_iobinding(binding)
-            logits = binding.get_outputs()[0].numpy()[:, -1, :]
+            logits = logits() if callable(logits) else logits[:, -1, :]
             cache.advance(written)
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
@@ -235,6 +237,20 @@ class _KVCache:
         size = batch * gen.kv_heads * max_len * gen.head_dim
         self.buffers = [[ort.OrtValue.ortvalue_from_shape_and_type([size], self.gen.kv_type, gen.device, 0)
                          for _ in gen.present] for _ in range(2)]
+        self.vocab = gen.vocab
+        self.logits = np.empty(batch * max_len * self.vocab, dtype=np.float32) if gen.device == "cpu" else None
+
+    def bind_logits(self, binding: Any, tokens: int):
+        """On CPU the logits land in a buffer allocated once (returned as the step's view); on a device
+        ONNX Runtime allocates them and a callable copies the last position back."""
+        gen, (batch, _) = self.gen, self.row
+        shape = [batch, tokens, self.vocab]
+        if gen.device == "cpu":
+            view = self.logits[: batch * tokens * self.vocab].reshape(shape)
+            binding.bind_output("logits", "cpu", 0, np.float32, shape, view.ctypes.data)
+            return view
+        binding.bind_output("logits", gen.device)
+        return lambda: binding.get_outputs()[0].numpy()[:, -1, :]
 
     def bind(self, binding: Any, new_tokens: int) -> int:
         """Bind past (current length) and present (length + new_tokens); return the new length."""
