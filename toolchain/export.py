@@ -10,6 +10,7 @@ import datetime as _dt
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -80,10 +81,12 @@ def _run_optimum(source: Source, settings: ExportSettings, into: Path) -> Path:
     """optimum's exporter writes the graph into ``into``; return the model file."""
     onnx_exporter = import_optional("optimum.exporters.onnx")
     try:
-        onnx_exporter.main_export(
-            str(source.path), output=str(into), task=task_spec(settings.task).export_task, opset=settings.opset,
-            do_validation=False, library_name="transformers", device="cpu",
-        )
+        with warnings.catch_warnings():  # tracer chatter; parity below is what tells a bad graph
+            warnings.simplefilter("ignore")
+            onnx_exporter.main_export(
+                str(source.path), output=str(into), task=task_spec(settings.task).export_task, opset=settings.opset,
+                do_validation=False, library_name="transformers", device="cpu",
+            )
     except (ValueError, KeyError, OSError, RuntimeError, NotImplementedError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"optimum could not export {source.name} for task {settings.task!r}: {first}") from None
