@@ -21,7 +21,7 @@ from .data import TextSet, read_texts
 from .gate import GateResult, judge
 from .hardware import Preset, preset_for
 from .runtime.errors import ToolchainError
-from .runtime.manifest import REFERENCE_VARIANT, Manifest, Variant, read_manifest, sha256_file
+from .runtime.manifest import REFERENCE_VARIANT, Variant, read_manifest, sha256_file
 from .runtime.model import load
 
 CALIB_BATCH = 8

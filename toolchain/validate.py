@@ -36,10 +36,11 @@ class ParityResult:
     max_abs_diff: float
     tokens_match: bool
     passed: bool
+    texts: int = len(PARITY_TEXTS)  # how many texts (encoders) or prompts (decoders) were compared
 
     def metrics(self) -> dict[str, Any]:
         return {"max_abs_diff": self.max_abs_diff, "atol": self.atol, "tokens_match": self.tokens_match,
-                "texts": len(PARITY_TEXTS)}
+                "texts": self.texts}
 
 
 class Reference:
@@ -130,7 +131,7 @@ def _greedy_parity(model, variant: str, reference: Reference, atol: float) -> Pa
         one_by_one = [model.generate(p, max_new_tokens=n_new) for p in GEN_PROMPTS]
         batched = model.generate(GEN_PROMPTS, max_new_tokens=n_new)
     tokens_match = one_by_one == theirs and batched == theirs and ours_ids == hf_ids
-    return ParityResult(variant, atol, diff, tokens_match, bool(diff <= atol and tokens_match))
+    return ParityResult(variant, atol, diff, tokens_match, bool(diff <= atol and tokens_match), len(GEN_PROMPTS))
 
 
 PARITY = {"embed": _encoder_parity, "classify": _encoder_parity, "generate": _greedy_parity}

@@ -151,7 +151,6 @@ class Generator:
         ``stats`` (optional) receives steps run and seconds to the first token, for benchmarks."""
         import time
 
-        import onnxruntime as ort
 
         started = time.perf_counter()
         stats = {} if stats is None else stats
