@@ -140,7 +140,8 @@ def _decoder_config(arch: str, vocab_size: int):
         return transformers.GPTNeoConfig(vocab_size=vocab_size, hidden_size=32, num_layers=2, num_heads=2,
                                          attention_types=[[["global", "local"], 1]], window_size=16,
                                          max_position_embeddings=128, **ids)
-    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    # head size 16: the smallest ONNX Runtime's GroupQueryAttention runs (the ort-genai exporter's graphs)
+    small = {"hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
              "num_key_value_heads": 2, "max_position_embeddings": 128, "vocab_size": vocab_size, **ids}
     config_class = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
                     "mistral": transformers.MistralConfig, "phi3": transformers.Phi3Config}[arch]

@@ -24,6 +24,62 @@ def test_decoder_exports_with_kv_cache_and_greedy_parity(tiny_decoder, arch):
     graph = onnx.load(str(art / "model.onnx"), load_external_data=False).graph
     assert len([i for i in graph.input if i.name.startswith("past_key_values")]) == 4  # one graph, 2 layers x k/v
     assert load(art).generate("To be", max_new_tokens=5) == load(art).generate(["To be"], max_new_tokens=5)[0]
+    # Llama-family graphs come from ONNX Runtime GenAI's builder (fused attention, right-padded prompts).
+    # Phi-3: the builder fails on this tiny config ('multi_cache'), so auto falls back to optimum and says why.
+    fused = arch in ("llama", "qwen2", "mistral")
+    assert m.data["exporter"] == ("ort-genai" if fused else "optimum")
+    assert ("exporter_fallback" in m.data) == (arch == "phi3")
+    assert m.data["generation"].get("padding_side", "left") == ("right" if fused else "left")
+    assert any(n.op_type == "GroupQueryAttention" for n in graph.node) == fused
+
+
+def test_auto_falls_back_to_optimum_when_the_fused_graph_misses_parity(tiny_decoder, tmp_path, monkeypatch):
+    from toolchain import export as export_module
+    from toolchain import genai_export
+
+    src, _ = tiny_decoder("llama")
+    real = genai_export.build
+
+    def broken(source, into, trust_remote_code=False):
+        import onnx
+        from onnx import numpy_helper
+
+        path = real(source, into, trust_remote_code)
+        model = onnx.load(str(path))
+        head = next(t for t in model.graph.initializer if "lm_head" in t.name)
+        head.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(head)[:, ::-1].copy(), head.name))
+        onnx.save(model, str(path))
+        return path
+
+    monkeypatch.setattr(genai_export, "build", broken)
+    manifest = export_module.export(src, tmp_path / "art", task="text-generation")
+    assert manifest["exporter"] == "optimum"
+    assert "ort-genai" in manifest["exporter_fallback"] and "PyTorch" in manifest["exporter_fallback"]
+    assert load(tmp_path / "art").generate(["To be", "the film was"], max_new_tokens=4)
+    with pytest.raises(ParityError):
+        export_module.export(src, tmp_path / "forced", task="text-generation", exporter="ort-genai")
+    assert not (tmp_path / "forced").exists()
+
+
+def test_exporter_choice_is_checked(tiny_decoder, tmp_path):
+    from toolchain.export import export
+    from toolchain.runtime import ToolchainError
+
+    src, _ = tiny_decoder("gpt2")
+    with pytest.raises(ToolchainError, match="does not handle a gpt2 model"):
+        export(src, tmp_path / "a", task="text-generation", exporter="ort-genai")
+    with pytest.raises(ToolchainError, match="exporter 'tvm' is not known"):
+        export(src, tmp_path / "b", task="text-generation", exporter="tvm")
+
+
+def test_head_sizes_the_fused_attention_cannot_run_go_to_optimum():
+    from toolchain import genai_export
+
+    llama = {"architectures": ["LlamaForCausalLM"], "hidden_size": 32, "num_attention_heads": 4}
+    assert not genai_export.handles(llama)  # head size 8
+    assert genai_export.handles({**llama, "hidden_size": 64})
+    assert not genai_export.handles({**llama, "hidden_size": 64, "auto_map": {"AutoModel": "x.Y"}})
+    assert not genai_export.handles({"architectures": ["GPT2LMHeadModel"], "hidden_size": 64, "num_attention_heads": 4})
 
 
 def test_greedy_parity_catches_a_wrong_continuation(tiny_decoder, tmp_path, monkeypatch):

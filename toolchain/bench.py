@@ -87,7 +87,7 @@ def _onnx_child(job: dict[str, Any]) -> dict[str, Any]:
     from .runtime.model import load
 
     model = load(job["root"], variant=job["variant"], provider=job["provider"], batch_size=REAL_BATCH,
-                 threads=job["threads"])
+                 threads=job["threads"], cuda=job.get("cuda"))
     shapes = [_stats(b, s, _time(lambda: model.run_feeds(f), job["runs"])) for (b, s), f in job["feeds"]]
     real = None
     if job["texts"]:
@@ -101,10 +101,14 @@ def _torch_child(job: dict[str, Any]) -> dict[str, Any]:
     import torch
     import transformers
 
+    from .cuda_bench import torch_device
+
     torch.set_num_threads(job["threads"])
-    device = "cuda" if job["provider"] == "cuda" and torch.cuda.is_available() else "cpu"
+    device = torch_device(torch, job)  # raises where CUDA was asked for and torch cannot use it
     model = getattr(transformers, job["auto_class"]).from_pretrained(job["source"]).eval().to(device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if job.get("dtype") == "fp16":
+        model = model.half()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def call(inputs):
         out = model(**{k: torch.as_tensor(v).to(device) for k, v in inputs.items()})
@@ -238,18 +242,28 @@ def _source_bytes(manifest: Manifest, src: Path) -> int:
 
 # -- the stage -----------------------------------------------------------------------------------
 def bench(artifact, variants=None, batches=(1, 8, 32), seqs=(16, 128), provider="cpu", vs_pytorch=True,
-          real=True, runs=20, threads=None, json_path=None, chart_path=None, progress=lambda msg: None) -> dict:
-    """Measure every (or the named) variant of ARTIFACT at each batch x seq and write JSON, chart and manifest."""
+          real=True, runs=20, threads=None, json_path=None, chart_path=None, progress=lambda msg: None,
+          cuda=None) -> dict:
+    """Measure every (or the named) variant of ARTIFACT at each batch x seq and write JSON, chart and manifest.
+
+    provider="cuda" refuses at once where CUDA cannot start, and adds PyTorch fp16 eager on the GPU;
+    cuda: CudaOptions or a dict of its fields (device_id, gpu_mem_limit, ...)."""
+    from .cuda_bench import TORCH_BASELINES, require_cuda
+    from .runtime.providers import CudaOptions
+
     manifest = read_manifest(artifact)
+    cuda = CudaOptions.coerce(cuda).to_dict()
+    if provider == "cuda":
+        require_cuda(cuda)
     if _task(manifest).method == "generate":
         return _bench_decoder(manifest, variants, batches, provider, runs, threads, vs_pytorch, json_path, chart_path,
-                              progress)
+                              progress, cuda)
     settings = _settings(manifest, variants, batches, seqs, provider, runs, threads)
     notes: list[str] = []
     feeds = _feeds(manifest, settings)
     texts = _real_texts(notes) if real else []
     job = {"root": str(settings.root), "provider": provider, "threads": threads, "runs": runs, "feeds": feeds,
-           "texts": texts}
+           "texts": texts, "cuda": cuda}
     rows: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(settings.variants, 1):
         progress(f"bench {name} ({i}/{len(settings.variants)}): {len(feeds)} shapes x {runs} runs")
@@ -257,21 +271,22 @@ def bench(artifact, variants=None, batches=(1, 8, 32), seqs=(16, 128), provider=
         result = _in_child(_onnx_child, {**job, "variant": name})
         rows[name] = {"engine": "onnxruntime", "precision": v.precision, "bytes": v.bytes, "passed": v.passed, **result}
     src = _source(manifest, notes) if vs_pytorch else None
-    if src is not None:
-        progress("bench pytorch eager")
+    for row, dtype in TORCH_BASELINES[provider] if src is not None else ():
+        progress(f"bench pytorch eager ({dtype} on {provider})")
         torch_job = {**job, "threads": settings.torch_threads, "source": str(src), "max_length": manifest.max_length,
-                     "auto_class": _task(manifest).auto_class, "pooling": _pooling(manifest)}
+                     "auto_class": _task(manifest).auto_class, "pooling": _pooling(manifest), "dtype": dtype}
         try:
             result = _in_child(_torch_child, torch_job)
-            rows[PYTORCH] = {"engine": "pytorch", "precision": "fp32", "bytes": _source_bytes(manifest, src), **result}
+            rows[row] = {"engine": "pytorch", "precision": dtype, "bytes": _source_bytes(manifest, src), **result}
         except Exception as exc:  # PyTorch is the comparison, not the product: note it and keep the results
-            notes.append(f"PyTorch skipped: it failed to run ({type(exc).__name__}: {exc}).")
+            notes.append(f"PyTorch {dtype} skipped: it failed to run ({type(exc).__name__}: {exc}).")
     report = _report(manifest, settings, rows, notes)
     _write(report, settings, json_path, chart_path)
     return report
 
 
-def _bench_decoder(manifest, variants, batches, provider, runs, threads, vs_pytorch, json_path, chart_path, progress):
+def _bench_decoder(manifest, variants, batches, provider, runs, threads, vs_pytorch, json_path, chart_path, progress,
+                   cuda=None):
     """Decoders: ms per generated token, tokens/s and time to first token (batch 1 and 8 by default)."""
     from .bench_generate import bench_generate
 
@@ -279,7 +294,7 @@ def _bench_decoder(manifest, variants, batches, provider, runs, threads, vs_pyto
     settings = _settings(manifest, variants, batches, (1,), provider, runs, threads)
     new = min(64, manifest.max_length // 2)
     rows = bench_generate(manifest, settings.variants, batches, provider, runs, settings.torch_threads, vs_pytorch,
-                          new_tokens=new, progress=progress)
+                          new_tokens=new, progress=progress, cuda=cuda)
     notes = [f"{n}: {r['error']}" for n, r in rows.items() if "error" in r]
     rows = {n: r for n, r in rows.items() if "error" not in r}
     for name, row in rows.items():
@@ -442,20 +457,20 @@ def format_table(report: dict) -> str:
     """A plain-text table of the report: one line per engine and shape, then the real-sentences scenario."""
     lines = [f"{report['artifact']} ({report['task']}): provider {report['provider']}, {report['threads']} threads, "
              f"{report['runs']} runs",
-             f"{'engine':<10}{'size MB':>9}{'peak MB':>9}{'batch':>7}{'seq':>6}{'p50 ms':>10}{'p95 ms':>10}"
+             f"{'engine':<13}{'size MB':>9}{'peak MB':>9}{'batch':>7}{'seq':>6}{'p50 ms':>10}{'p95 ms':>10}"
              f"{'items/s':>10}{'vs torch':>10}"]
     for name, row in report["rows"].items():
         for s in row["shapes"]:
             ratio = f"{s['p50_vs_pytorch']:.2f}x" if "p50_vs_pytorch" in s else "-"
             ttft = f"  ttft {s['ttft_ms']:.1f} ms" if "ttft_ms" in s else ""
-            lines.append(f"{name:<10}{row['bytes'] / 1e6:>9.1f}{row['peak_rss_mb']:>9.0f}{s['batch']:>7}{s['seq']:>6}"
+            lines.append(f"{name:<13}{row['bytes'] / 1e6:>9.1f}{row['peak_rss_mb']:>9.0f}{s['batch']:>7}{s['seq']:>6}"
                          f"{s['p50_ms']:>10.2f}{s['p95_ms']:>10.2f}{s['items_per_s']:>10.1f}{ratio:>10}{ttft}")
     real = [(n, r["real"]) for n, r in report["rows"].items() if r.get("real")]
     if real:
         lines.append(f"real sentences ({real[0][1]['texts']} SST-2 dev, batches of {REAL_BATCH}, dynamic padding):")
         for name, r in real:
             speed = f"  {r['speedup_vs_pytorch']:.2f}x pytorch" if "speedup_vs_pytorch" in r else ""
-            lines.append(f"  {name:<10}{r['sentences_per_s']:>10.1f} sentences/s{speed}")
+            lines.append(f"  {name:<13}{r['sentences_per_s']:>10.1f} sentences/s{speed}")
     if report.get("unit"):
         lines.append(f"decoder rows: p50 = {report['unit']}; items/s = tokens/s; seq = new tokens")
     lines.append("vs torch: p50 / PyTorch p50 at the same shape (below 1 is faster).")

@@ -34,7 +34,8 @@ def onnx_child(job: dict[str, Any]) -> dict[str, Any]:
     from .runtime.generate import Sampling
     from .runtime.model import load
 
-    model = load(job["root"], variant=job["variant"], provider=job["provider"], threads=job["threads"])
+    model = load(job["root"], variant=job["variant"], provider=job["provider"], threads=job["threads"],
+                 cuda=job.get("cuda"))
     out = {}
     for batch in job["batches"]:
         def run():
@@ -98,14 +99,22 @@ def _hf_rates(model, tok, job: dict[str, Any], torch) -> dict[int, dict[str, Any
 
 
 def bench_generate(manifest: Manifest, variants: list[str], batches: tuple[int, ...], provider: str, runs: int,
-                   threads: int, vs_pytorch: bool, new_tokens: int = 64, progress=lambda m: None) -> dict[str, dict]:
-    """Rows per engine in the shape bench() reports: one 'shape' per batch with p50_ms = ms per token."""
+                   threads: int, vs_pytorch: bool, new_tokens: int = 64, progress=lambda m: None,
+                   cuda: dict[str, Any] | None = None) -> dict[str, dict]:
+    """Rows per engine in the shape bench() reports: one 'shape' per batch with p50_ms = ms per token.
+
+    On CUDA the baselines are transformers' generate() on the GPU in fp32 and fp16 (optimum's CPU session
+    would be no comparison there)."""
     from .bench import _in_child
+    from .cuda_bench import TORCH_BASELINES, torch_generate_child
 
     job = {"root": str(manifest.root), "provider": provider, "threads": threads, "runs": max(1, min(runs, 30)),
-           "batches": list(batches), "new_tokens": new_tokens, "source": (manifest.data.get("source") or {}).get("path")}
+           "batches": list(batches), "new_tokens": new_tokens, "source": (manifest.data.get("source") or {}).get("path"),
+           "cuda": cuda}
     engines: list[tuple[str, Callable, dict[str, Any]]] = [(n, onnx_child, {"variant": n}) for n in variants]
-    if vs_pytorch and job["source"] and Path(job["source"]).is_dir():
+    if vs_pytorch and job["source"] and Path(job["source"]).is_dir() and provider == "cuda":
+        engines += [(row, torch_generate_child, {"dtype": dtype}) for row, dtype in TORCH_BASELINES["cuda"]]
+    elif vs_pytorch and job["source"] and Path(job["source"]).is_dir():
         engines += [("pytorch", torch_child, {}), ("optimum", optimum_child, {})]
     rows = {}
     for name, child, extra in engines:
@@ -124,7 +133,7 @@ def bench_generate(manifest: Manifest, variants: list[str], batches: tuple[int, 
                            "items_per_s": r["tokens"] * int(batch) / r["seconds"], "tokens_per_s": r["tokens"] * int(batch) / r["seconds"],
                            "ttft_ms": r["ttft_ms"], "tokens": r["tokens"]})
         v = manifest.variants.get(name)
-        rows[name] = {"engine": "onnxruntime" if v else name, "precision": v.precision if v else "fp32",
+        rows[name] = {"engine": "onnxruntime" if v else name, "precision": v.precision if v else extra.get("dtype", "fp32"),
                       "bytes": v.bytes if v else 0, "passed": v.passed if v else True, "shapes": shapes, "real": None,
                       "peak_rss_mb": result["peak_rss_mb"]}
     return rows

@@ -36,7 +36,8 @@ def build(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
 
     model, steps["train"] = _train_stage(recipe, out, smoke, retrain, progress)
     progress(f"[export] {model} -> {out}")
-    manifest = export(model, out, task=recipe.task, opset=recipe.export.opset, progress=progress)
+    manifest = export(model, out, task=recipe.task, opset=recipe.export.opset, progress=progress,
+                      trust_remote_code=recipe.source.trust_remote_code)
     eval_data = _eval_data(recipe, smoke, Path(model))
     calib = str(eval_data.path) if eval_data is not None else None
     limit = 64 if smoke else 512

@@ -1,7 +1,7 @@
 """The `toolchain` command: a thin layer that parses arguments and calls one stage function each.
 
-User errors (ToolchainError) print one sentence on stderr and exit 2, with no traceback unless
---verbose is given.
+User errors (ToolchainError, OSError, bad arguments) print one sentence on stderr and exit 2, with no
+traceback unless --verbose is given; an unexpected exception prints one line and exits 1.
 """
 
 from __future__ import annotations
@@ -17,7 +17,16 @@ from typing import Any, Callable
 from .runtime.errors import ToolchainError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
 EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage block), like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        message = message.rstrip(".")
+        self.exit(EXIT_USER_ERROR, f"error: {message}; see `{self.prog} --help`.\n")
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -35,11 +44,12 @@ def _say(msg: str) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    manifest = export(args.model, args.out, task=args.task, opset=args.opset, atol=args.atol, progress=_say)
+    manifest = export(args.model, args.out, task=args.task, opset=args.opset, atol=args.atol, progress=_say,
+                      trust_remote_code=args.trust_remote_code, exporter=args.exporter)
     v = manifest["variants"]["fp32"]
     parity = v["metrics"]["parity"]
     print(
-        f"exported {manifest['source']['model']} ({manifest['task']}) to {args.out}: "
+        f"exported {manifest['source']['model']} ({manifest['task']}) with {manifest.get('exporter', 'optimum')} to {args.out}: "
         f"{v['bytes'] / 1e6:.1f} MB, opset {manifest['opset']}, parity max diff {parity['max_abs_diff']:.2g} "
         f"<= {parity['atol']:g}, {manifest['export_seconds']:.1f} s"
     )
@@ -72,7 +82,7 @@ def _print_embeddings(texts: list[str], vectors: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runtime import load
 
-    model = load(args.dir, variant=args.variant, provider=args.provider)
+    model = load(args.dir, variant=args.variant, provider=args.provider, cuda=_cuda_options(args))
     method = model.task.method
     if method == "generate":
         result = model.generate(args.texts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -85,7 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps({"info": info, method: payload}, ensure_ascii=False))
         return 0
     PRINTERS[method](args.texts, result)
-    print(f"variant {info['variant']} on {info['provider']}", file=sys.stderr)
+    print(f"variant {info['variant']} on {info['provider']}"
+          + (f" ({info['placement']})" if info.get("provider") == "cuda" else ""), file=sys.stderr)
     return 0
 
 
@@ -136,6 +147,27 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 1,8,32") from None
 
 
+def _fraction(text: str) -> float:
+    """--max-drop: a share in [0, 1), checked before any work is done."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a share such as 0.01") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1); give a share such as 0.01")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; give one from 1 to 65535") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number; give one from 1 to 65535")
+    return value
+
+
 @command
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import quantize
@@ -166,13 +198,25 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cuda_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--device-id and --gpu-mem-limit as CudaOptions fields (checked by CudaOptions, one sentence on error)."""
+    given = {"device_id": args.device_id, "gpu_mem_limit": args.gpu_mem_limit}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _add_cuda_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device-id", type=int, default=None, help="CUDA: the GPU to use, as CUDA numbers them (default 0)")
+    p.add_argument("--gpu-mem-limit", default=None, metavar="SIZE",
+                   help="CUDA: most memory ONNX Runtime's arena may hold, e.g. 4GB or 512MiB (default: no limit)")
+
+
 @command
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench, format_table
 
     report = bench(args.dir, variants=args.variants, batches=args.batch, seqs=args.seq, provider=args.provider,
                    vs_pytorch=args.vs_pytorch, real=not args.no_real, runs=args.runs, threads=args.threads,
-                   json_path=args.json_out, progress=_say)
+                   json_path=args.json_out, progress=_say, cuda=_cuda_options(args))
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 
@@ -227,7 +271,8 @@ EXAMPLES = {
     "optimize": "toolchain optimize dist/minilm",
     "bench": """\
         toolchain bench dist/minilm --vs-pytorch
-        toolchain bench dist/minilm --variants fp32,int8 --batch 1,32 --seq 128 --json""",
+        toolchain bench dist/minilm --variants fp32,int8 --batch 1,32 --seq 128 --json
+        toolchain bench dist/minilm --provider cuda --device-id 0 --batch 32 --seq 128""",
     "export": """\
         toolchain export sentence-transformers/all-MiniLM-L6-v2 --out dist/minilm
         toolchain export ./my-finetuned-bert --task text-classification --out dist/sentiment""",
@@ -248,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .runtime.tasks import TASKS
     from .source import DEFAULT_MODEL
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="toolchain",
         description="Export Transformer models to ONNX, check them against PyTorch, and run them without torch.",
     )
@@ -257,8 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         epilog = "examples:\n" + textwrap.indent(textwrap.dedent(EXAMPLES[name]), "  ")
-        return sub.add_parser(name, help=help_, description=help_, epilog=epilog,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=help_, description=help_, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        # also after the command (toolchain info DIR --verbose); SUPPRESS keeps a --verbose given before it
+        p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks and library logs")
+        return p
 
     p = add("export", "export a model to an ONNX artifact, checked against PyTorch")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
@@ -267,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="artifact directory to write (replaced atomically)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: optimum's for the model)")
     p.add_argument("--atol", type=float, default=None, help="parity tolerance against PyTorch (default: the task's)")
+    p.add_argument("--exporter", default="auto", choices=["auto", "ort-genai", "optimum"],
+                   help="graph writer; auto: ONNX Runtime GenAI's fused decoder graph where it handles the model "
+                        "and passes parity, else optimum")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a model whose config.json maps to its own Python code (auto_map) run that code; "
+                        "only for models whose authors you trust")
 
     p = add("validate", "re-run parity against PyTorch for every variant; exit non-zero on a miss")
     p.add_argument("dir")
@@ -278,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="+")
     p.add_argument("--variant", default="auto")
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_cuda_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--max-new-tokens", type=int, default=64, help="text generation: tokens to add (default 64)")
     p.add_argument("--temperature", type=float, default=0.0, help="text generation: 0 is greedy (default)")
@@ -293,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", required=True, choices=list(MODES))
     p.add_argument("--calib", help="texts for calibration and the gate: .txt (one per line) or .tsv/.csv "
                                    "with a sentence/text column and optional label (default: bundled SST-2 dev)")
-    p.add_argument("--max-drop", type=float, help="gate budget: 1 - mean cosine for embeddings (default 0.005; "
+    p.add_argument("--max-drop", type=_fraction, help="gate budget: 1 - mean cosine for embeddings (default 0.005; "
                                                   "min cosine may drop 4x that), accuracy drop for classifiers (0.01)")
     p.add_argument("--target", choices=list(PRESETS), help="quantization preset (default: detected from this CPU)")
     p.add_argument("--limit", type=int, default=512, help="use at most this many texts (default 512)")
@@ -303,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rewrite", action="append", choices=list(REWRITES), help="only this rewrite (repeatable)")
     p.add_argument("--base", default="fp32", help="variant to rewrite (default fp32)")
     p.add_argument("--calib", help="texts for the gate (default: bundled SST-2 dev)")
-    p.add_argument("--max-drop", type=float)
+    p.add_argument("--max-drop", type=_fraction, help="gate budget, a share in [0, 1) (default: the gate's)")
 
     p = add("bench", "latency, throughput, memory and size per variant; records results for variant='auto'")
     p.add_argument("dir")
@@ -311,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_ints, default=(1, 8, 32), help="batch sizes, e.g. 1,8,32")
     p.add_argument("--seq", type=_ints, default=(16, 128), help="sequence lengths in tokens, e.g. 16,128")
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
+    _add_cuda_arguments(p)
     p.add_argument("--vs-pytorch", action="store_true", help="measure PyTorch eager in the same run as the baseline")
     p.add_argument("--no-real", action="store_true", help="skip the real-sentences (batch 32, dynamic padding) scenario")
     p.add_argument("--runs", type=int, default=20)
@@ -336,13 +393,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "serve a Gradio app over artifacts: one tab per task, variant compare, model card")
     p.add_argument("dirs", nargs="*", metavar="DIR", help="artifact directories (default: dist/minilm, built if missing)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
+    p.add_argument("--port", type=_port, default=None, help="port (default: the first free one from 7860)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, already reported in one line)
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not args.verbose:
         _quiet()
@@ -363,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing was left half-written.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not a user error: still one line, the traceback on request
+        if args.verbose:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"error: unexpected {type(exc).__name__}" + (f" ({first})" if first else "")
+              + "; re-run with --verbose for the traceback and report it.", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 def _quiet() -> None:
@@ -371,6 +438,12 @@ def _quiet() -> None:
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore")
+    try:  # ONNX Runtime's native log lines (a CUDA provider that fails to start): our error says it in one line
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(4)
+    except ImportError:
+        pass
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ no analytics) and shows every failure as one readable line in the page, never a 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import logging
 import os
@@ -476,6 +477,16 @@ def _default_artifact(progress: Callable[[str], None]) -> Path:
     return DEFAULT_DIR
 
 
+def _loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def demo(dirs: Sequence[str | Path] = (), host: str = HOST, port: int | None = None, block: bool = True,
          progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)) -> "gr.Blocks":
     """Serve the app over DIRS (default: dist/minilm, built if missing) on HOST:PORT (default 127.0.0.1 and
@@ -484,11 +495,14 @@ def demo(dirs: Sequence[str | Path] = (), host: str = HOST, port: int | None = N
     app = build_app(ctx)
     charts = [c for c in (_chart(a) for a in ctx.arts.values()) if c]  # the only files served from artifacts
     theme = gr.themes.Default(font=FONTS, font_mono=MONO)  # system fonts: nothing fetched from outside
+    if not _loopback(host):
+        progress(f"warning: listening on {host} makes the demo reachable from other machines, with no login; "
+                 f"leave out --host (default {HOST}) unless that is what you want")
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, share=False, show_error=False,
                    quiet=True, inbrowser=False, ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False,
                    max_file_size=MAX_FILE_SIZE, allowed_paths=charts, theme=theme)
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0..65535
         raise ToolchainError(f"cannot listen on {host}:{port or '7860..'} ({exc}); choose another with --port.") from None
     progress(f"serving {len(ctx.arts)} artifact(s) at {app.local_url} (Ctrl-C to stop)")
     if block:

@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from . import __version__
 from .artifact import atomic_dir, write_json
-from .runtime.errors import ExportError, ToolchainError
+from . import genai_export
+from .runtime.errors import ExportError, ParityError, ToolchainError
 from .runtime.manifest import MANIFEST, REFERENCE_VARIANT, SCHEMA_VERSION, sha256_file
 from .runtime.tasks import task_spec
 from .source import Source, import_optional, resolve
@@ -39,6 +40,8 @@ class ExportSettings:
     task: str = "feature-extraction"
     opset: int | None = None
     atol: float | None = None  # parity tolerance; the task's default when None
+    trust_remote_code: bool = False  # run the model's own Python code (config.json auto_map): only on --trust-remote-code
+    exporter: str = "auto"  # a name in EXPORTERS, or auto: the fastest graph that handles the model, else optimum
 
     def __post_init__(self) -> None:
         spec = task_spec(self.task)  # raises with the allowed names
@@ -48,6 +51,8 @@ class ExportSettings:
             self.atol = spec.atol
         if not self.atol > 0:
             raise ToolchainError(f"atol must be positive, got {self.atol}.")
+        if self.exporter != "auto" and self.exporter not in EXPORTERS:
+            raise ToolchainError(f"exporter {self.exporter!r} is not known; use auto or one of {', '.join(EXPORTERS)}.")
 
 
 def _versions() -> dict[str, str]:
@@ -86,6 +91,7 @@ def _run_optimum(source: Source, settings: ExportSettings, into: Path) -> Path:
             onnx_exporter.main_export(
                 str(source.path), output=str(into), task=task_spec(settings.task).export_task, opset=settings.opset,
                 do_validation=False, library_name="transformers", device="cpu",
+                trust_remote_code=settings.trust_remote_code,
             )
     except (ValueError, KeyError, OSError, RuntimeError, NotImplementedError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -94,6 +100,50 @@ def _run_optimum(source: Source, settings: ExportSettings, into: Path) -> Path:
     if not path.is_file():
         raise ExportError(f"optimum wrote no {MODEL_FILE} for {source.name}; check the task and the model.")
     return path
+
+
+def _run_genai(source: Source, settings: ExportSettings, into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
+    return genai_export.build(source, into, trust_remote_code=settings.trust_remote_code)
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """A way to write the graph: which models it handles, and what the runtime must know about its graphs."""
+
+    name: str
+    build: Callable[[Source, ExportSettings, Path], Path]
+    handles: Callable[[ExportSettings, Any], bool]  # (settings, transformers config) -> bool
+    generation: dict[str, Any]  # merged into the manifest's "generation" for decoders
+    auto: bool = True  # tried by exporter="auto" where it handles the model
+
+
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def register(exporter: Exporter) -> Exporter:
+    EXPORTERS[exporter.name] = exporter
+    return exporter
+
+
+# First match wins under "auto"; optimum handles everything it has an ONNX config for and comes last.
+register(Exporter("ort-genai", _run_genai,
+                  lambda st, config: task_spec(st.task).method == "generate" and st.opset is None
+                  and genai_export.handles(config.to_dict())
+                  and genai_export.available(), genai_export.GENERATION))
+register(Exporter("optimum", _run_optimum, lambda st, config: True, {}))
+
+
+def exporters_for(settings: ExportSettings, config: Any) -> list[str]:
+    """The exporters to try in order: the one asked for, or under auto every one that handles the model
+    (a later one is the fallback when an earlier one fails or misses parity)."""
+    if settings.exporter != "auto":
+        exporter = EXPORTERS[settings.exporter]
+        if not exporter.handles(settings, config):
+            raise ExportError(f"exporter {exporter.name!r} does not handle a {config.model_type} model for "
+                              f"{settings.task!r}; pass --exporter optimum or auto.")
+        return [exporter.name]
+    return [e.name for e in EXPORTERS.values() if e.auto and e.handles(settings, config)]
 
 
 def _tokenizer(source: Source, reference: Reference, out: Path) -> dict[str, Any]:
@@ -139,6 +189,54 @@ def _generation(reference: Reference) -> dict[str, Any]:
     return {"eos_token_ids": [int(e) for e in eos], "bos_token_id": getattr(config, "bos_token_id", None)}
 
 
+def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, reference: Reference, tmp: Path,
+             out: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+    """One exporter's graph in TMP with its manifest, parity checked (raises ParityError on a miss)."""
+    progress(f"exporting {source.name} ({settings.task}) with {exporter.name}")
+    work = tmp / ".graph"
+    graph = exporter.build(source, settings, work)
+    shutil.move(str(graph), tmp / MODEL_FILE)
+    for extra in work.glob(MODEL_FILE + "_data*"):
+        shutil.move(str(extra), tmp / extra.name)
+    shutil.rmtree(work)
+    inputs, outputs, opset_used = _io(tmp / MODEL_FILE)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "task": settings.task,
+        "labels": _labels(reference, settings.task),
+        "max_length": _max_length(source, reference),
+        "tokenizer": _tokenizer(source, reference, tmp),
+        "inputs": inputs,
+        "outputs": outputs,
+        "opset": opset_used,
+        "exporter": exporter.name,
+        "source": {**source.to_dict(), "architecture": (reference.model.config.architectures or [None])[0],
+                   "model_type": reference.model.config.model_type},
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "variants": {REFERENCE_VARIANT: {
+            "file": MODEL_FILE, "sha256": sha256_file(tmp / MODEL_FILE), "bytes": (tmp / MODEL_FILE).stat().st_size,
+            "precision": "fp32", "passed": True, "tolerance": {"atol": settings.atol}, "metrics": {}, "latency": {},
+        }},
+    }
+    if settings.task == "feature-extraction":
+        manifest["pooling"] = source.pooling
+    if task_spec(settings.task).method == "generate":
+        manifest["generation"] = {**_generation(reference), **exporter.generation}
+    write_json(tmp / MANIFEST, manifest)
+    progress("checking parity against PyTorch on a batch of uneven lengths")
+    try:
+        result = check_variant(tmp, REFERENCE_VARIANT, reference, settings.atol)
+    except ToolchainError:
+        raise
+    except Exception as exc:  # onnxruntime's untyped errors: a graph that does not run is a failed export
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"the {exporter.name} graph for {source.name} does not run in ONNX Runtime: {first}") from None
+    raise_misses([result], out)
+    manifest["variants"][REFERENCE_VARIANT]["metrics"] = {"parity": result.metrics()}
+    return manifest
+
+
 def export(
     model: str | Path,
     out: str | Path,
@@ -146,52 +244,34 @@ def export(
     opset: int | None = None,
     atol: float | None = None,
     progress: Callable[[str], None] = lambda msg: log.info(msg),
+    trust_remote_code: bool = False,
+    exporter: str = "auto",
 ) -> dict[str, Any]:
     """Export MODEL for TASK into the artifact directory OUT; return the manifest written.
 
     Raises ParityError (and leaves any previous artifact at OUT intact) when the exported graph's
     outputs differ from PyTorch beyond the tolerance.
     """
-    settings = ExportSettings(task=task, opset=opset, atol=atol)
-    source = resolve(model)
+    settings = ExportSettings(task=task, opset=opset, atol=atol, trust_remote_code=trust_remote_code, exporter=exporter)
+    source = resolve(model, trust_remote_code=settings.trust_remote_code)
     started = time.perf_counter()
+    import_optional("torch")  # says which extra to install, before anything imports it
+    reference = Reference(source.path, settings.task, trust_remote_code=settings.trust_remote_code)
+    names = exporters_for(settings, reference.model.config)
     with atomic_dir(out) as tmp:
-        progress(f"exporting {source.name} ({settings.task}) with optimum")
-        work = tmp / ".optimum"
-        graph = _run_optimum(source, settings, work)
-        shutil.move(str(graph), tmp / MODEL_FILE)
-        for extra in work.glob(MODEL_FILE + "_data*"):
-            shutil.move(str(extra), tmp / extra.name)
-        shutil.rmtree(work)
-        reference = Reference(source.path, settings.task)
-        inputs, outputs, opset_used = _io(tmp / MODEL_FILE)
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "task": settings.task,
-            "labels": _labels(reference, settings.task),
-            "max_length": _max_length(source, reference),
-            "tokenizer": _tokenizer(source, reference, tmp),
-            "inputs": inputs,
-            "outputs": outputs,
-            "opset": opset_used,
-            "source": {**source.to_dict(), "architecture": (reference.model.config.architectures or [None])[0],
-                       "model_type": reference.model.config.model_type},
-            "versions": _versions(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "variants": {REFERENCE_VARIANT: {
-                "file": MODEL_FILE, "sha256": sha256_file(tmp / MODEL_FILE), "bytes": (tmp / MODEL_FILE).stat().st_size,
-                "precision": "fp32", "passed": True, "tolerance": {"atol": settings.atol}, "metrics": {}, "latency": {},
-            }},
-        }
-        if settings.task == "feature-extraction":
-            manifest["pooling"] = source.pooling
-        if task_spec(settings.task).method == "generate":
-            manifest["generation"] = _generation(reference)
-        write_json(tmp / MANIFEST, manifest)
-        progress("checking parity against PyTorch on a batch of uneven lengths")
-        result = check_variant(tmp, REFERENCE_VARIANT, reference, settings.atol)
-        raise_misses([result], Path(out))
-        manifest["variants"][REFERENCE_VARIANT]["metrics"] = {"parity": result.metrics()}
+        for attempt, name in enumerate(names, 1):
+            try:
+                manifest = _attempt(EXPORTERS[name], source, settings, reference, tmp, Path(out), progress)
+                break
+            except (ExportError, ParityError) as exc:
+                if attempt == len(names):
+                    raise
+                progress(f"{name} export not used ({exc}); trying {names[attempt]}")
+                for leftover in tmp.iterdir():
+                    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+                fallback = f"{name}: {exc}"
+        if attempt > 1:
+            manifest["exporter_fallback"] = fallback
         manifest["export_seconds"] = round(time.perf_counter() - started, 2)
         write_json(tmp / MANIFEST, manifest)
     return manifest

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifact import add_variant
+from .artifact import add_variant, link_into, writes_into
 from .bench import measure_variants, record_latency
 from .data import TextSet, read_texts
 from .gate import GateResult, judge
@@ -120,15 +120,39 @@ def _int8_static(src: Path, dst: Path, preset: Preset, plan: Plan) -> None:
     )
 
 
+# Ops kept in fp32 by the fp16 mode: their intermediate values overflow fp16's 65504 or lose too much
+# precision (variance of a LayerNorm, x**2 of an RMSNorm, exp of a softmax or GELU); the Casts around
+# them cost little next to the MatMuls that do run in fp16.
+FP16_KEEP_FP32_OPS = ("LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
+                      "SkipSimplifiedLayerNormalization", "RMSNormalization", "Softmax", "Erf", "Exp", "Pow",
+                      "ReduceMean")
+
+
 def _fp16(src: Path, dst: Path, preset: Preset, plan: Plan) -> None:
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     model = onnx.load(str(src))
     # Inputs and outputs stay fp32 so callers need no change; ops that overflow in fp16 stay fp32.
-    blocked = list(DEFAULT_OP_BLOCK_LIST) + ["LayerNormalization", "Softmax", "Erf", "Pow", "ReduceMean"]
+    blocked = list(DEFAULT_OP_BLOCK_LIST) + list(FP16_KEEP_FP32_OPS)
     model = convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked, node_block_list=plan.exclude)
+    _drop_duplicate_nodes(model.graph)
     onnx.save(model, str(dst))
+
+
+def _drop_duplicate_nodes(graph) -> None:
+    """convert_float_to_float16 inserts one Cast per fp32 consumer of an fp16 tensor, all with the same name and
+    output (RMSNorm's Pow and Mul both read the residual stream), which ONNX Runtime refuses: keep one of each."""
+    seen: set[bytes] = set()
+    kept = []
+    for node in graph.node:
+        key = node.SerializeToString()
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    if len(kept) < len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
 
 
 def _int4(src: Path, dst: Path, preset: Preset, plan: Plan) -> None:
@@ -198,6 +222,7 @@ def candidates(spec: Mode, src: Path) -> list[Plan]:
     return plans
 
 
+@writes_into
 def quantize(
     artifact: str | Path,
     mode: str,
@@ -223,6 +248,7 @@ def quantize(
              f"gate on {len(data.texts)} texts from {data.path}")
     work = Path(tempfile.mkdtemp(prefix=f".{spec.variant}.tmp-{os.getpid()}-", dir=root))
     try:
+        src = link_into(src, work)  # onnxruntime's quantizer writes NAME-inferred.onnx beside its input
         scratch, reference, tried = copy.deepcopy(manifest), None, []
         for n, plan in enumerate(candidates(spec, src)):
             name = f"{spec.variant}~{n}"
@@ -283,7 +309,7 @@ def _build(spec: Mode, src: Path, dst: Path, preset: Preset, plan: Plan) -> None
         raise
     except Exception as exc:  # onnxruntime.quantization raises plain exceptions on unsupported graphs
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ToolchainError(f"{spec.name} quantization failed on {src}: {first}") from None
+        raise ToolchainError(f"{spec.name} quantization failed on {src.resolve()}: {first}") from None
     finally:
         for log, level in zip(quiet, levels):
             log.setLevel(level)

@@ -40,10 +40,13 @@ class Source:
     architecture: str | None = None  # from scratch: one of KNOWN_ARCHITECTURES
     config: dict[str, Any] = field(default_factory=dict)  # config overrides for `architecture`
     vocab_size: int = 8000  # from scratch: size of the tokenizer trained on the training text
+    trust_remote_code: bool = False  # let a pretrained model run its own Python code (config.json auto_map)
 
     def check(self, where: str) -> None:
         if (self.pretrained is None) == (self.architecture is None):
             raise RecipeError(f"{where}: [source] needs exactly one of 'pretrained' or 'architecture'.")
+        if not isinstance(self.trust_remote_code, bool):
+            raise RecipeError(f"{where}: [source] trust_remote_code must be true or false, got {self.trust_remote_code!r}.")
         if self.architecture is not None and self.architecture not in KNOWN_ARCHITECTURES:
             raise RecipeError(f"{where}: architecture {self.architecture!r} is not known; use one of {', '.join(KNOWN_ARCHITECTURES)}.")
 

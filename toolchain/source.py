@@ -15,6 +15,8 @@ from .runtime.errors import SourceError
 from .runtime.manifest import sha256_file
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack")
+# Weight formats that torch.load unpickles (and so can run code): refused unless safetensors sit beside them.
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
 def _minilm() -> Path:
@@ -39,6 +41,7 @@ class Source:
     kind: str  # "transformers" or "sentence-transformers"
     pooling: dict[str, Any] = field(default_factory=lambda: {"mode": "mean", "normalize": True})
     max_seq_length: int | None = None  # sentence-transformers' own limit, if any
+    remote_code: bool = False  # config.json maps to the model's own Python code (auto_map, unknown model_type)
 
     def weights_sha256(self) -> tuple[str, list[str]]:
         """One sha256 over every weight file (name and content), and the files it covers."""
@@ -55,8 +58,45 @@ class Source:
         return {"model": self.name, "path": str(self.path), "kind": self.kind, "weights_sha256": sha, "weights": files}
 
 
-def resolve(model: str | Path) -> Source:
-    """Find MODEL locally (directory, bundled package, hub cache or hub) or raise SourceError."""
+def resolve(model: str | Path, trust_remote_code: bool = False) -> Source:
+    """Find MODEL locally (directory, bundled package, hub cache or hub) or raise SourceError.
+
+    Refuses weights only in pickle formats, and models that need their own Python code unless
+    ``trust_remote_code`` (the user's explicit --trust-remote-code) allows it.
+    """
+    source = _resolve(model)
+    check_safe(source, trust_remote_code)
+    return source
+
+
+def check_safe(source: Source, trust_remote_code: bool = False) -> None:
+    """Raise SourceError for pickle-only weights, or for remote code the user has not trusted."""
+    pickles = sorted(p.name for pat in PICKLE_PATTERNS for p in source.path.glob(pat))
+    if pickles and not any(source.path.glob("*.safetensors")):
+        raise SourceError(
+            f"{source.path} holds weights only in pickle format ({', '.join(pickles)}), which can run code when "
+            "loaded; convert them to safetensors (model.save_pretrained(dir, safe_serialization=True)) and pass that directory."
+        )
+    if source.remote_code and not trust_remote_code:
+        raise SourceError(
+            f"{source.name} needs its own Python code to load (config.json has an auto_map for a model_type "
+            "transformers does not know); pass --trust-remote-code (or trust_remote_code = true under [source] "
+            "in a recipe) only if you trust its authors."
+        )
+
+
+def needs_remote_code(config: dict[str, Any]) -> bool:
+    """True when transformers would have to import the model's own code: an auto_map and no built-in model_type."""
+    if not isinstance(config, dict) or not config.get("auto_map"):
+        return False
+    try:
+        from transformers import CONFIG_MAPPING
+    except ImportError:
+        return True
+    return config.get("model_type") not in CONFIG_MAPPING
+
+
+def _resolve(model: str | Path) -> Source:
     name = str(model)
     path = Path(name).expanduser()
     if path.is_dir():
@@ -96,12 +136,18 @@ def _from_dir(name: str, path: Path) -> Source:
     if not modules.is_file():
         if not (path / "config.json").is_file():
             raise SourceError(f"{path} has no config.json; pass a Hugging Face or sentence-transformers model directory.")
-        return Source(name, path, "transformers")
-    return _sentence_transformers(name, path, _read_json(modules))
+        source = Source(name, path, "transformers")
+    else:
+        source = _sentence_transformers(name, path, _read_json(modules))
+    config = source.path / "config.json"
+    source.remote_code = config.is_file() and needs_remote_code(_read_json(config))
+    return source
 
 
 def _sentence_transformers(name: str, root: Path, modules: list[dict[str, Any]]) -> Source:
     """Read a sentence-transformers dir: where the transformer lives, its pooling and normalisation."""
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise SourceError(f"{root}/modules.json is not a list of modules; fix it or pass the transformer's own directory.")
     by_type = {str(m.get("type", "")).rsplit(".", 1)[-1]: m for m in modules}
     if "Transformer" not in by_type:
         raise SourceError(f"{root}/modules.json has no Transformer module; only Transformer-based sentence models are supported.")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifact import atomic_dir
+from .artifact import atomic_dir, writing
 from .data import read_split
 from .recipe import Recipe, RecipeError, Split, Training, load_recipe
 from .source import import_optional, resolve
@@ -43,15 +43,17 @@ def train(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
         raise RecipeError(f"{recipe.path} has no [train] or [pretrain] section; there is nothing to train.")
     import_optional("torch")
     base, metrics = None, {}
-    if recipe.pretrain is not None:
-        pre_out = out.with_name(out.name + ".pretrained")
-        base, metrics["pretrain"] = _pretrain(recipe, pre_out, smoke, progress)
-    if recipe.train is not None:
-        if recipe.task not in STAGES:
-            raise RecipeError(f"{recipe.path}: training for task {recipe.task!r} is not supported; "
-                              f"recipes can train {', '.join(STAGES)}.")
-        metrics["finetune"] = STAGES[recipe.task](recipe, base, out, smoke, progress)
-        return TrainResult(out, metrics)
+    pre_out = out.with_name(out.name + ".pretrained")
+    # A full disk or read-only --out, in the checkpoints or the final save, is one sentence, not a traceback.
+    with writing(out, in_place=False, also=(_checkpoints(out), pre_out, _checkpoints(pre_out))):
+        if recipe.pretrain is not None:
+            base, metrics["pretrain"] = _pretrain(recipe, pre_out, smoke, progress)
+        if recipe.train is not None:
+            if recipe.task not in STAGES:
+                raise RecipeError(f"{recipe.path}: training for task {recipe.task!r} is not supported; "
+                                  f"recipes can train {', '.join(STAGES)}.")
+            metrics["finetune"] = STAGES[recipe.task](recipe, base, out, smoke, progress)
+            return TrainResult(out, metrics)
     return TrainResult(base, metrics)
 
 
@@ -78,10 +80,12 @@ def _finetune(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progres
     if recipe.data.dev is not None:
         dev = read_split(recipe.resolve(recipe.data.dev.path), _limit(recipe.data.dev, smoke, SMOKE["dev"]), labels)
     progress(f"finetuning {start_from} on {len(train.texts)} examples ({recipe.task})")
-    tok = transformers.AutoTokenizer.from_pretrained(str(start_from), use_fast=True)
+    trust = recipe.source.trust_remote_code
+    tok = transformers.AutoTokenizer.from_pretrained(str(start_from), use_fast=True, trust_remote_code=trust)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         str(start_from), num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True)
+        label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True, use_safetensors=True,
+        trust_remote_code=trust)
 
     def encode(split):
         enc = tok(split.texts, truncation=True, max_length=settings.max_length)
@@ -130,8 +134,9 @@ def _causal_lm(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progre
         start = f"a {recipe.source.architecture} from scratch"
     else:
         start = str(base or _pretrained_dir(recipe))
-        tok = transformers.AutoTokenizer.from_pretrained(start, use_fast=True)
-        model = transformers.AutoModelForCausalLM.from_pretrained(start)
+        trust = recipe.source.trust_remote_code
+        tok = transformers.AutoTokenizer.from_pretrained(start, use_fast=True, trust_remote_code=trust)
+        model = transformers.AutoModelForCausalLM.from_pretrained(start, use_safetensors=True, trust_remote_code=trust)
     params = sum(p.numel() for p in model.parameters())
     progress(f"training {start} ({params / 1e6:.1f}M parameters, vocab {len(tok)}) on {len(train_text):,} characters")
 
@@ -194,7 +199,8 @@ def _pretrain(recipe: Recipe, out: Path, smoke: bool, progress) -> tuple[Path, d
 
 # -- helpers ----------------------------------------------------------------------------------------
 def _pretrained_dir(recipe: Recipe) -> Path:
-    return resolve(recipe.source.pretrained).path
+    """The pretrained model's local dir; pickle-only weights and untrusted remote code are refused."""
+    return resolve(recipe.source.pretrained, trust_remote_code=recipe.source.trust_remote_code).path
 
 
 def _train_tokenizer(recipe: Recipe, texts: list[str], settings: Training):
@@ -268,10 +274,10 @@ def _fit(model, tok, rows, collator, settings: Training, out: Path, progress, gr
 
     if not rows:
         raise RecipeError("the training split produced no examples; check the data file and its limit.")
-    ckpt = out.with_name(out.name + ".checkpoints")
-    resume = any(ckpt.glob("checkpoint-*"))
+    ckpt = _checkpoints(out)
+    resume = _last_complete_checkpoint(ckpt)
     if resume:
-        progress(f"resuming from the last checkpoint in {ckpt}")
+        progress(f"resuming from the last checkpoint in {ckpt} ({resume.name})")
     args = transformers.TrainingArguments(
         output_dir=str(ckpt), per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=64,
         learning_rate=settings.learning_rate, num_train_epochs=settings.epochs, max_steps=settings.max_steps,
@@ -285,8 +291,29 @@ def _fit(model, tok, rows, collator, settings: Training, out: Path, progress, gr
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_progress_callback())
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return trainer, time.perf_counter() - started
+
+
+def _checkpoints(out: Path) -> Path:
+    return out.with_name(out.name + ".checkpoints")
+
+
+def _last_complete_checkpoint(ckpt: Path) -> Path | None:
+    """The newest checkpoint that was completely written, or None. Trainer writes trainer_state.json
+    last, so a run killed while saving leaves a checkpoint without it (or with half of it): such
+    checkpoints are removed, never resumed from."""
+    def step(p: Path) -> int:
+        tail = p.name.rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    for p in sorted((p for p in ckpt.glob("checkpoint-*") if p.is_dir() and step(p) >= 0), key=step, reverse=True):
+        try:
+            json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
+            return p
+        except (OSError, ValueError):
+            shutil.rmtree(p, ignore_errors=True)
+    return None
 
 
 def _save(model, tok, out: Path, metrics: dict[str, Any], settings: Training, extra: dict[str, str] | None = None) -> None:
@@ -296,4 +323,4 @@ def _save(model, tok, out: Path, metrics: dict[str, Any], settings: Training, ex
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
         (tmp / "training.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-    shutil.rmtree(out.with_name(out.name + ".checkpoints"), ignore_errors=True)
+    shutil.rmtree(_checkpoints(out), ignore_errors=True)

@@ -46,7 +46,7 @@ class ParityResult:
 class Reference:
     """The PyTorch model and tokenizer of an artifact's source, built with transformers."""
 
-    def __init__(self, source_path: str | Path, task: str):
+    def __init__(self, source_path: str | Path, task: str, trust_remote_code: bool = False):
         import torch
         import transformers
 
@@ -56,8 +56,9 @@ class Reference:
         if not (path / "config.json").is_file():
             raise SourceError(f"the PyTorch source {path} is gone; parity needs it, re-export from an existing model dir.")
         auto = getattr(transformers, spec.auto_class)
-        self.model = auto.from_pretrained(str(path)).eval()
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), use_fast=True)
+        self.model = auto.from_pretrained(str(path), trust_remote_code=trust_remote_code).eval()
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), use_fast=True,
+                                                                    trust_remote_code=trust_remote_code)
 
     def outputs(self, feeds: dict[str, np.ndarray], output: str) -> np.ndarray:
         with self.torch.inference_mode():

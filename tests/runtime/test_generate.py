@@ -9,10 +9,14 @@ from toolchain.runtime import InputError, ToolchainError, load
 from toolchain.runtime.generate import Sampling, pick
 
 
-@pytest.fixture(scope="module")
-def llama(tiny_decoder):
-    src, art = tiny_decoder("llama")
-    return src, load(art, provider="cpu")
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def llama(tiny_decoder, request):
+    """Both graph layouts: llama through ONNX Runtime GenAI's builder (right-padded prompts, one shared KV
+    buffer updated in place) and gpt2 through optimum (left-padded, past and present in two buffers)."""
+    src, art = tiny_decoder(request.param)
+    model = load(art, provider="cpu")
+    assert model._generator.shared_kv == (request.param == "llama")
+    return src, model
 
 
 def torch_greedy(src, prompt, n):

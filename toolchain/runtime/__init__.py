@@ -11,9 +11,11 @@ Nothing here imports torch, transformers or optimum.
 from .errors import ArtifactError, InputError, ParityError, ProviderError, ToolchainError
 from .manifest import Manifest, read_manifest
 from .model import Model, load
+from .providers import CudaOptions
 
 __all__ = [
     "ArtifactError",
+    "CudaOptions",
     "InputError",
     "Manifest",
     "Model",

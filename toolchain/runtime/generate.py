@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ArtifactError, InputError
 from .text import as_texts
 
 NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -53,6 +53,8 @@ class Sampling:
 
 def pick(logits: np.ndarray, seen: list[np.ndarray], s: Sampling, rng: np.random.Generator) -> np.ndarray:
     """Next token per row from last-position logits (B, V): penalty, temperature, top-k, top-p."""
+    if s.temperature == 0 and s.repetition_penalty == 1.0:
+        return logits.argmax(axis=1)  # greedy: no copy of the (B, V) logits
     logits = logits.astype(np.float64, copy=True)
     if s.repetition_penalty != 1.0:
         for row, ids in zip(logits, seen):
@@ -93,11 +95,14 @@ class _Row:
         piece = self._stream.step(self._tok, int(token))
         if piece:
             self.text += piece
-            for s in self.stop:
-                at = self.text.find(s)
-                if at >= 0:
-                    self.text, self.done = self.text[:at], True
-                    self.ids = []  # cut at a stop string: the text is final as it is
+            self._cut()
+
+    def _cut(self) -> None:
+        for s in self.stop:
+            at = self.text.find(s)
+            if at >= 0:
+                self.text, self.done = self.text[:at], True
+                self.ids = []  # cut at a stop string: the text is final as it is
 
     def finish(self) -> None:
         """End of generation: bytes the stream still holds (an unfinished UTF-8 character) become text
@@ -106,6 +111,7 @@ class _Row:
             full = self._tok.decode(self.ids, skip_special_tokens=True)
             if full.startswith(self.text):
                 self.text = full
+                self._cut()  # the held bytes may render as a stop string (e.g. U+FFFD)
         self.done, self.ids = True, []
 
     def fresh(self) -> str:
@@ -133,6 +139,16 @@ class Generator:
         self.kv_heads, self.head_dim = first.shape[1], first.shape[3]
         self.kv_type = NP_TYPES.get(first.type, np.float32)
         self.takes_positions = "position_ids" in inputs
+        # "left": optimum's graphs (left-padded prompts, positions from the mask); "right": graphs whose
+        # attention (GroupQueryAttention) reads each row's length from the mask sum, so every row's tokens
+        # and cache entries start at 0 and the prompt is right-padded.
+        self.padding_side = str(gen.get("padding_side", "left"))
+        if self.padding_side not in ("left", "right"):
+            raise ArtifactError(f"generation.padding_side {self.padding_side!r} in the manifest is not known; "
+                                "re-export the artifact.")
+        # GroupQueryAttention graphs read the past from and write the present into one buffer of the full
+        # length (each row's length comes from the mask), so the cache is bound once per call.
+        self.shared_kv = bool(gen.get("shared_kv_buffer", False))
         logits = next(o for o in session.get_outputs() if o.name == "logits")
         self.vocab = int(logits.shape[-1]) if isinstance(logits.shape[-1], int) else len(tokenizer.get_vocab())
 
@@ -151,58 +167,74 @@ class Generator:
         ``stats`` (optional) receives steps run and seconds to the first token, for benchmarks."""
         import time
 
-
         started = time.perf_counter()
         stats = {} if stats is None else stats
-
         ids, mask = self._prompt_ids(prompts, s.max_new_tokens)
-        batch = len(prompts)
+        batch, width = ids.shape
+        lengths = mask.sum(axis=1)
+        right = self.padding_side == "right"
         rng = np.random.default_rng(s.seed)
         rows = [_Row(self.tok, s.stop) for _ in prompts]
-        seen = [r[m.astype(bool)] for r, m in zip(ids, mask)]
+        seen = [r[m.astype(bool)] for r, m in zip(ids, mask)] if s.repetition_penalty != 1.0 else [None] * batch
+        # Every step's attention mask is a prefix of one array built here: left-padded rows keep their
+        # padding at the start and attend to every new token; right-padded rows count their tokens from 0.
+        span = np.arange(width + s.max_new_tokens)
+        masks = None if right else np.concatenate([mask, np.ones((batch, s.max_new_tokens), dtype=np.int64)], axis=1)
         positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
         binding = self.session.io_binding()
-        cache = _KVCache(self, batch, ids.shape[1] + s.max_new_tokens)
-        step_ids = ids
+        cache = _KVCache(self, batch, width + s.max_new_tokens)
+        step_ids, step_mask, live = ids, mask, list(range(batch))
         for step in range(s.max_new_tokens):
-            binding.bind_cpu_input("input_ids", np.ascontiguousarray(step_ids, dtype=np.int64))
-            binding.bind_cpu_input("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
+            binding.bind_cpu_input("input_ids", step_ids)
+            binding.bind_cpu_input("attention_mask", step_mask)
             if self.takes_positions:
-                binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions, dtype=np.int64))
+                binding.bind_cpu_input("position_ids", positions)
             logits = cache.bind_logits(binding, step_ids.shape[1])
             written = cache.bind(binding, step_ids.shape[1])
             self.session.run_with_iobinding(binding)
-            logits = logits() if callable(logits) else logits[:, -1, :]
+            if callable(logits):
+                logits = logits()
+            elif step == 0 and right:
+                logits = logits[np.arange(batch), lengths - 1]
+            else:
+                logits = logits[:, -1, :]
             cache.advance(written)
-            binding.clear_binding_inputs()
-            binding.clear_binding_outputs()
+            if not cache.shared:  # shared: the cache stays bound; inputs and logits are re-bound by name
+                binding.clear_binding_inputs()
+                binding.clear_binding_outputs()
             tokens = pick(logits, seen, s, rng)
             stats["steps"] = step + 1
             stats.setdefault("first_token_s", time.perf_counter() - started)
-            for i, (row, token) in enumerate(zip(rows, tokens)):
-                if row.done:
-                    continue
-                if int(token) in self.eos:
+            for i in live:
+                row, token = rows[i], int(tokens[i])
+                if token in self.eos:
                     row.finish()
                 else:
                     row.add(token)
-                    seen[i] = np.append(seen[i], token)
+                    if seen[i] is not None:
+                        seen[i] = np.append(seen[i], token)
                 piece = row.fresh()
                 if piece:
                     yield i, piece
-            if all(r.done for r in rows):
+            live = [i for i in live if not rows[i].done]
+            if not live:
                 return
-            step_ids = tokens[:, None]
-            mask = np.concatenate([mask, np.ones((batch, 1), dtype=mask.dtype)], axis=1)
+            step_ids = tokens[:, None].astype(np.int64, copy=False)
+            grown = width + step + 1
+            if right:
+                step_mask = (span[:grown] < (lengths + step + 1)[:, None]).astype(np.int64)
+            else:
+                step_mask = np.ascontiguousarray(masks[:, :grown])
             positions = positions[:, -1:] + 1
-        for i, row in enumerate(rows):
-            row.finish()
-            piece = row.fresh()
+        for i in live:
+            rows[i].finish()
+            piece = rows[i].fresh()
             if piece:
                 yield i, piece
 
     def _prompt_ids(self, prompts: list[str], max_new: int) -> tuple[np.ndarray, np.ndarray]:
-        """Left-padded prompt ids and mask; prompts longer than the context allows keep their end."""
+        """Padded prompt ids and mask (on the side the graph wants); prompts longer than the context
+        allows keep their end."""
         if max_new >= self.context:
             raise InputError(f"max_new_tokens {max_new} leaves no room for the prompt in the model's context of "
                              f"{self.context} tokens; ask for fewer than {self.context}.")
@@ -218,24 +250,36 @@ class Generator:
         ids = np.full((len(encoded), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encoded), width), dtype=np.int64)
         for i, e in enumerate(encoded):
-            ids[i, width - len(e):] = e
-            mask[i, width - len(e):] = 1
+            at = slice(0, len(e)) if self.padding_side == "right" else slice(width - len(e), width)
+            ids[i, at] = e
+            mask[i, at] = 1
         return ids, mask
 
 
 class _KVCache:
-    """The KV cache in two buffers per tensor, allocated once for the whole generation and used in turn:
-    each step ONNX Runtime reads the past from one and writes the present (one position longer) into the
-    other, both bound by pointer, so no cache memory is allocated or copied out per step."""
+    """The KV cache, allocated once for the whole generation and bound by pointer (IO binding), so no
+    cache memory is allocated or copied out per step.
+
+    Two layouts: for graphs that take past and present as separate tensors (optimum's), two buffers per
+    tensor used in turn, ONNX Runtime reading the past from one and writing the present (one position
+    longer) into the other; for graphs whose attention updates the cache in place (``shared``), one
+    buffer of the full length per tensor, bound as both past and present once per call."""
 
     def __init__(self, gen: Generator, batch: int, max_len: int):
         import onnxruntime as ort
 
-        self.gen, self.length, self.turn = gen, 0, 0
+        self.gen, self.length, self.turn, self.max_len = gen, 0, 0, max_len
+        self.shared, self.bound = gen.shared_kv, False
         self.row = (batch, gen.kv_heads)
         size = batch * gen.kv_heads * max_len * gen.head_dim
         self.buffers = [[ort.OrtValue.ortvalue_from_shape_and_type([size], self.gen.kv_type, gen.device, 0)
-                         for _ in gen.present] for _ in range(2)]
+                         for _ in gen.present] for _ in range(1 if self.shared else 2)]
+        if self.shared:  # rows shorter than the longest read zeros, never another call's leftovers
+            for buf in self.buffers[0]:
+                if gen.device == "cpu":
+                    buf.numpy()[:] = 0
+                else:
+                    buf.update_inplace(np.zeros([size], dtype=self.gen.kv_type))
         self.vocab = gen.vocab
         self.logits = np.empty(batch * max_len * self.vocab, dtype=np.float32) if gen.device == "cpu" else None
 
@@ -253,8 +297,17 @@ class _KVCache:
 
     def bind(self, binding: Any, new_tokens: int) -> int:
         """Bind past (current length) and present (length + new_tokens); return the new length."""
-        gen, read, write = self.gen, self.buffers[self.turn], self.buffers[1 - self.turn]
+        gen = self.gen
         grown = self.length + new_tokens
+        if self.shared:
+            if not self.bound:
+                full = [*self.row, self.max_len, gen.head_dim]
+                for past, present, buf in zip(gen.past, gen.present, self.buffers[0]):
+                    binding.bind_input(past, gen.device, 0, gen.kv_type, full, buf.data_ptr())
+                    binding.bind_output(present, gen.device, 0, gen.kv_type, full, buf.data_ptr())
+                self.bound = True
+            return grown
+        read, write = self.buffers[self.turn], self.buffers[1 - self.turn]
         for past, present, src, dst in zip(gen.past, gen.present, read, write):
             binding.bind_input(past, gen.device, 0, gen.kv_type, [*self.row, self.length, gen.head_dim], src.data_ptr())
             binding.bind_output(present, gen.device, 0, gen.kv_type, [*self.row, grown, gen.head_dim], dst.data_ptr())

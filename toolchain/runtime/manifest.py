@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError
+from .tasks import TASKS
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -109,7 +111,8 @@ class Manifest:
         variant = self.variant(name)
         path = self.root / variant.file
         if self.root.resolve() not in path.resolve().parents:
-            raise ArtifactError(f"variant {name!r} points outside the artifact ({variant.file}); re-export the artifact.")
+            raise ArtifactError(f"{self.root / MANIFEST}: variant {name!r} points outside the artifact ({variant.file}); "
+                                "re-export the artifact.")
         if not path.is_file():
             raise ArtifactError(
                 f"{path} is missing although {MANIFEST} lists it as variant {name!r}; "
@@ -121,6 +124,18 @@ class Manifest:
                 f"{path} does not match the sha256 recorded in {MANIFEST} (damaged or replaced file); "
                 "re-export the artifact."
             )
+        return path
+
+    def tokenizer_path(self) -> Path:
+        """The tokenizer file the manifest names (tokenizer.json by default), checked to exist inside the artifact."""
+        tok = self.data.get("tokenizer") or {}
+        name = tok.get("file", "tokenizer.json")
+        path = self.root / str(name)
+        if not isinstance(name, str) or self.root.resolve() not in path.resolve().parents:
+            raise ArtifactError(f"{self.root / MANIFEST} names a tokenizer outside the artifact ({name}); "
+                                "re-export the artifact.")
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing although {MANIFEST} names it as the tokenizer; re-export the artifact.")
         return path
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,7 +159,7 @@ def read_manifest(root: str | Path) -> Manifest:
     if not isinstance(data, dict):
         raise ArtifactError(f"{path} is not a JSON object; re-run 'toolchain export'.")
     version = data.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise ArtifactError(f"{path} has no integer schema_version; re-run 'toolchain export'.")
     if version > SCHEMA_VERSION:
         raise ArtifactError(
@@ -156,9 +171,78 @@ def read_manifest(root: str | Path) -> Manifest:
             raise ArtifactError(f"{path} lacks the key {key!r}; re-run 'toolchain export'.")
     if not isinstance(data["variants"], dict) or not data["variants"]:
         raise ArtifactError(f"{path} lists no variants; re-run 'toolchain export'.")
+    _check_types(path, data)
     variants = {}
     for name, entry in data["variants"].items():
         if not isinstance(entry, dict):
             raise ArtifactError(f"{path}: variant {name!r} is not an object; re-run 'toolchain export'.")
         variants[name] = Variant.from_dict(name, entry, path)
+        _check_types(path, entry, VARIANT_TYPES, f"variants.{name}.")
     return Manifest(root=root, task=data["task"], variants=variants, data=data)
+
+
+# What each key of the manifest (and of each variant) must hold: (phrase, types, may be null or absent).
+_INT, _STR, _DICT, _LIST = ("a positive integer", (int,)), ("a string", (str,)), ("an object", (dict,)), ("a list", (list,))
+MANIFEST_TYPES: dict[str, tuple[tuple[str, tuple[type, ...]], bool]] = {
+    "task": (_STR, False), "max_length": (_INT, False), "inputs": (_LIST, False), "outputs": (_LIST, False),
+    "labels": (_LIST, True), "tokenizer": (_DICT, True), "pooling": (_DICT, True), "generation": (_DICT, True),
+    "source": (_DICT, True), "versions": (_DICT, True), "bench": (_DICT, True), "opset": (_INT, True),
+}
+VARIANT_TYPES = {
+    "file": (_STR, False), "sha256": (_STR, False), "bytes": (_INT, False), "precision": (_STR, False),
+    "passed": (("true or false", (bool,)), False), "metrics": (_DICT, True), "tolerance": (_DICT, True),
+    "latency": (_DICT, True),
+}
+
+
+def _check_types(path: Path, data: dict[str, Any], types=MANIFEST_TYPES, prefix: str = "") -> None:
+    """Refuse a manifest whose keys hold the wrong kind of value (a hand edit, a damaged file)."""
+    for key, ((phrase, allowed), nullable) in types.items():
+        if key not in data or (data[key] is None and nullable):
+            continue
+        value = data[key]
+        ok = isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool))
+        if ok and allowed == (int,):
+            ok = value > 0
+        if not ok:
+            raise ArtifactError(f"{path}: {prefix}{key} should be {phrase}, not {json.dumps(value)[:40]}; "
+                                "re-run 'toolchain export'.")
+    if prefix == "":
+        if not all(isinstance(io, dict) and isinstance(io.get("name"), str) for io in data["inputs"] + data["outputs"]):
+            raise ArtifactError(f"{path}: every entry of inputs and outputs should be an object with a name; "
+                                "re-run 'toolchain export'.")
+        if data.get("labels") is not None and not all(isinstance(label, str) for label in data["labels"]):
+            raise ArtifactError(f"{path}: labels should be a list of strings; re-run 'toolchain export'.")
+        if data["task"] not in TASKS:
+            raise ArtifactError(f"{path} is for task {data['task']!r}, which this toolchain cannot run; "
+                                f"upgrade the toolchain package or re-export for one of {', '.join(sorted(TASKS))}.")
+
+
+def session_error(path: Path, exc: BaseException) -> ArtifactError:
+    """ONNX Runtime's refusal to build a session for ``path``, as one sentence that says the fix.
+
+    A model newer than the installed onnxruntime (its opset or IR version) gets the versions and how to
+    re-export; anything else gets ORT's own first line without the C++ location, and 're-export'."""
+    try:
+        import onnxruntime
+
+        ort = f"onnxruntime {onnxruntime.__version__}"
+    except ImportError:
+        ort = "the installed onnxruntime"
+    text = " ".join(str(exc).split())
+    m = re.search(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", text)
+    if m:
+        needs, domain, supported = m.group(1), m.group(2).rstrip("."), m.group(3)
+        if domain in ("ai.onnx", ""):
+            return ArtifactError(f"{path} needs ONNX opset {needs}, newer than {ort} runs (up to opset {supported}); "
+                                 f"re-export with --opset {supported} or lower, or upgrade onnxruntime.")
+        return ArtifactError(f"{path} needs opset {needs} of domain {domain}, newer than {ort} runs (up to {supported}); "
+                             "re-export with an older exporter, or upgrade onnxruntime.")
+    m = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", text)
+    if m:
+        return ArtifactError(f"{path} has ONNX IR version {m.group(1)}, newer than {ort} reads (up to {m.group(2)}); "
+                             "re-export it with an onnx package that matches, or upgrade onnxruntime.")
+    first = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    first = re.sub(r"^/\S+:\d+ [^)]*\) ", "", first)  # the C++ file, line and signature
+    return ArtifactError(f"ONNX Runtime cannot load {path} ({first[:300]}); re-export the artifact.")
+

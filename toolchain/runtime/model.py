@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+import numbers
+import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from . import providers
-from .errors import ArtifactError, InputError, ToolchainError
-from .manifest import REFERENCE_VARIANT, Manifest, read_manifest
+from . import placement, providers
+from .errors import ArtifactError, InputError, ProviderError, ToolchainError
+from .manifest import REFERENCE_VARIANT, Manifest, read_manifest, session_error
 from .tasks import task_spec
 from .generate import Generator
 from .generate import generate as generate_text
@@ -19,6 +22,9 @@ from .text import TextEncoder, as_texts, load_tokenizer
 
 DEFAULT_BATCH_SIZE = 32
 MIN_GAIN = 1.05  # `auto` prefers fp32 unless another passed variant is at least 5% faster
+# Without fp32 and without timings, `auto` avoids precisions that are slow where their kernels are missing.
+AVOID_UNBENCHED = {"cuda": ("int8", "int4"), "cpu": ("fp16",)}
+PRECISION_RANK = {"fp32": 0, "fp16": 1, "int8": 2, "int4": 3}
 
 
 def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
@@ -39,8 +45,64 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+# -- checking what callers pass ------------------------------------------------------------------
+MIN_SCALE = 1e-6  # smallest positive temperature / repetition penalty: below it the sampler's float64 logits overflow
+MAX_PENALTY = 1e6
+
+
+def _show(value: Any) -> str:
+    """A short repr for error messages (a 100k-character prompt must not become a 100k-character error)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _int(name: str, value: Any, low: int, fix: str) -> int:
+    """VALUE as a Python int >= LOW (numpy integers accepted; bools, floats and strings refused)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low:
+        return int(value)
+    raise InputError(f"{name} must be an int >= {low}: {fix}, got {_show(value)}.")
+
+
+def _finite(value: Any) -> float | None:
+    """VALUE as a finite Python float, or None (bools, strings, NaN and infinities are not numbers here)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def sampling_args(max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, repetition_penalty: Any,
+                  stop: Any, seed: Any) -> dict[str, Any]:
+    """generate()'s settings checked and coerced to plain Python values, or InputError naming the fix.
+
+    NaN, infinities and scales so small that dividing the logits by them overflows never reach the sampler."""
+    args: dict[str, Any] = {
+        "max_new_tokens": _int("max_new_tokens", max_new_tokens, 1, "pass how many tokens to add, such as 64"),
+        "top_k": _int("top_k", top_k, 0, "pass 0 to turn it off or a value such as 50"),
+    }
+    t = _finite(temperature)
+    if t is None or t < 0 or 0 < t < MIN_SCALE:
+        raise InputError(f"temperature must be >= 0 (0 is greedy): pass 0 or a finite value of at least {MIN_SCALE:g} "
+                         f"such as 0.8, got {_show(temperature)}.")
+    p = _finite(top_p)
+    if p is None or not 0 < p <= 1:
+        raise InputError(f"top_p must be in (0, 1]: pass 1.0 to turn it off or a value such as 0.9, "
+                         f"got {_show(top_p)}.")
+    r = _finite(repetition_penalty)
+    if r is None or not MIN_SCALE <= r <= MAX_PENALTY:
+        raise InputError(f"repetition_penalty must be > 0: pass 1.0 to turn it off or a value from {MIN_SCALE:g} to "
+                         f"{MAX_PENALTY:g} such as 1.2, got {_show(repetition_penalty)}.")
+    stops = () if stop is None else (stop,) if isinstance(stop, str) else stop
+    if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) and s for s in stops):
+        raise InputError(f"stop must be a list of non-empty strings such as ['\\n'], got {_show(stop)}.")
+    if seed is not None:
+        seed = _int("seed", seed, 0, "pass None for a fresh sample each call or a seed such as 0")
+    return {**args, "temperature": t, "top_p": p, "repetition_penalty": r, "stop": tuple(stops), "seed": seed}
+
+
 def choose_variant(manifest: Manifest, requested: str, provider: str) -> str:
-    """``auto``: the fastest variant on ``provider`` that passed its gate (fp32 when none was benched)."""
+    """``auto``: fp32, unless a variant that passed its gate was benchmarked on ``provider`` at least MIN_GAIN
+    faster than fp32 there (then the fastest such). A latency measured on another provider never counts:
+    int8 is fast on CPU and can be slow on CUDA (its quantization ops run on CPU there), fp16 the reverse."""
     if requested != "auto":
         manifest.variant(requested)  # raises with the allowed names
         return requested
@@ -50,19 +112,42 @@ def choose_variant(manifest: Manifest, requested: str, provider: str) -> str:
 
     def p50(v) -> float:
         value = (v.latency.get(provider) or {}).get("p50_ms")
-        return float(value) if isinstance(value, (int, float)) else math.inf
+        return float(value) if isinstance(value, (int, float)) and value > 0 else math.inf
 
-    best = min(passed, key=lambda v: (p50(v), v.name != REFERENCE_VARIANT, v.name))
     reference = manifest.variants.get(REFERENCE_VARIANT)
-    if reference is not None and reference.passed and p50(best) * MIN_GAIN > p50(reference):
-        return REFERENCE_VARIANT  # a lossy variant must be measurably faster to be worth its error
-    return best.name
+    if reference is not None and reference.passed:
+        ref_ms = p50(reference)  # a lossy variant must be measurably faster to be worth its error
+        faster = [v for v in passed if v is not reference and p50(v) * MIN_GAIN <= ref_ms < math.inf]
+        return min(faster, key=lambda v: (p50(v), v.name)).name if faster else REFERENCE_VARIANT
+    benched = [v for v in passed if p50(v) < math.inf]
+    if benched:
+        return min(benched, key=lambda v: (p50(v), v.name)).name
+    suitable = [v for v in passed if v.precision not in AVOID_UNBENCHED.get(provider, ())]
+    if not suitable:
+        raise ArtifactError(f"no passed variant in {manifest.root} is known to suit {provider} (none benchmarked there); "
+                            f"run 'toolchain bench {manifest.root} --provider {provider}' or pass variant=NAME.")
+    return min(suitable, key=lambda v: (PRECISION_RANK.get(v.precision, 9), v.name)).name
+
+
+def bound_run(session: Any, feeds: dict[str, np.ndarray], output: str, device: str, device_id: int = 0) -> np.ndarray:
+    """One run with IO binding: each input copied to DEVICE once, OUTPUT allocated there by ONNX Runtime and
+    copied back once (no per-run host staging of outputs). A fresh binding per call keeps it thread-safe.
+
+    CUDA graphs are not used: they need fixed shapes and pre-bound device buffers, and the runtime pads each
+    batch to its longest item, so shapes change from call to call."""
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        binding.bind_cpu_input(name, np.ascontiguousarray(value))
+    binding.bind_output(output, device, device_id)
+    session.run_with_iobinding(binding)
+    return binding.copy_outputs_to_cpu()[0]
 
 
 class Model:
     """A loaded artifact. Thread-safe: one instance may serve many threads."""
 
-    def __init__(self, manifest: Manifest, variant: str, negotiated: providers.Negotiated, batch_size: int):
+    def __init__(self, manifest: Manifest, variant: str, negotiated: providers.Negotiated, batch_size: int,
+                 profiled: bool = False):
         self.manifest = manifest
         self.variant = variant
         self._negotiated = negotiated
@@ -71,6 +156,13 @@ class Model:
         self.task = task_spec(manifest.task)
         tok = manifest.data.get("tokenizer") or {}
         tok_path = manifest.root / tok.get("file", "tokenizer.json")
+        on_cuda = negotiated.provider == "cuda"
+        device_id = (negotiated.cuda or providers.CudaOptions()).device_id
+        if self.task.method == "generate" and on_cuda and device_id != 0:
+            raise ProviderError("text generation on CUDA keeps its cache on device 0; pass device_id=0 and pick the "
+                                "GPU with CUDA_VISIBLE_DEVICES=N instead.")
+        # encoders on CUDA run through IO binding (decoders always do, in generate.py)
+        self._io = ("cuda", device_id) if on_cuda and self.task.method != "generate" else None
         if self.task.method == "generate":
             self._generator = Generator(self._session, load_tokenizer(tok_path), manifest.data,
                                         "cuda" if negotiated.provider == "cuda" else "cpu")
@@ -84,6 +176,9 @@ class Model:
             )
         self._calls = 0
         self._lock = threading.Lock()
+        self._placement = dict(placement.NOT_CHECKED if on_cuda else placement.NOT_APPLICABLE)
+        if profiled:
+            self._placement = self._check_placement()
 
     # -- public API -------------------------------------------------------------------------
     def embed(self, texts: Any) -> np.ndarray:
@@ -116,10 +211,23 @@ class Model:
         Stops at EOS, at any of ``stop`` (not included), or after max_new_tokens.
         """
         self._require("generate")
+        args = sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed)
+        if not isinstance(stream, (bool, np.bool_)):
+            raise InputError(f"stream must be True or False, got {_show(stream)}.")
         with self._lock:
             self._calls += 1
-        return generate_text(self._generator, prompt, stream, max_new_tokens=max_new_tokens, temperature=temperature,
-                             top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed)
+        if stream or not isinstance(prompt, (list, tuple)) or len(prompt) <= self.batch_size:
+            return generate_text(self._generator, prompt, bool(stream), **args)
+        # A long list runs batch_size prompts at a time, so the KV cache stays bounded. The first batch keeps
+        # the seed (short lists sample as before); later ones get seeds derived from it, still reproducible.
+        prompts, out = as_texts(prompt), []
+        for k, start in enumerate(range(0, len(prompts), self.batch_size)):
+            seed_k = args["seed"]
+            if k and seed_k is not None:
+                seed_k = int(np.random.SeedSequence([seed_k, k]).generate_state(1)[0])
+            out += generate_text(self._generator, prompts[start : start + self.batch_size], False,
+                                 **{**args, "seed": seed_k})
+        return out
 
     def scores(self, texts: Any) -> np.ndarray:
         """Class probabilities (n, classes), in the order of the manifest's labels."""
@@ -138,6 +246,10 @@ class Model:
             "provider_requested": self._negotiated.requested,
             "providers": list(self._session.get_providers()),
             "fallback_reason": self._negotiated.fallback_reason,
+            "cuda_options": self._negotiated.cuda.to_dict() if self._negotiated.provider == "cuda" and self._negotiated.cuda
+            else None,
+            "io_binding": self.task.method == "generate" or self._io is not None,
+            **self._placement,  # cpu_fallback_nodes, heavy_cpu_fallback, placement (see placement.py)
             "max_length": self.manifest.max_length,
             "labels": self.manifest.labels,
             "calls": self._calls,
@@ -154,7 +266,11 @@ class Model:
         """Tokenize into the graph's feeds, padded to the longest item, and the attention mask
         (decoders: left-padded prompt ids, cut to the context)."""
         if self.task.method == "generate":
-            ids, mask = self._generator._prompt_ids(as_texts(texts), 0)
+            items = as_texts(texts)
+            if not items:
+                return {"input_ids": np.zeros((0, 0), np.int64), "attention_mask": np.zeros((0, 0), np.int64)}, \
+                    np.zeros((0, 0), np.int64)
+            ids, mask = self._generator._prompt_ids(items, 0)
             return {"input_ids": ids, "attention_mask": mask}, mask
         return self._encoder.encode(as_texts(texts))
 
@@ -163,7 +279,21 @@ class Model:
         decoders: the prompt's logits with an empty cache)."""
         if self.task.method == "generate":
             return self._generator.prompt_logits(feeds["input_ids"], feeds["attention_mask"])
+        if self._io is not None:
+            return bound_run(self._session, feeds, self.task.output, *self._io)
         return self._session.run([self.task.output], feeds)[0]
+
+    def _check_placement(self) -> dict[str, Any]:
+        """A warm-up run with ONNX Runtime's profiler on (on CUDA it also pays the first run's costs at load);
+        its profile names the provider of every node (placement.py), and profiling ends with it."""
+        error = None
+        if self._negotiated.provider == "cuda":
+            try:
+                feeds, _ = self.encode(["a warm-up run"])
+                self.run_feeds(feeds)
+            except Exception as exc:  # reported by info(); a real call raises it again, with context
+                error = exc
+        return placement.from_profile(self._session.end_profiling(), self._negotiated.provider, error)
 
     def _run(self, texts: Any, head: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
         items = as_texts(texts)
@@ -194,15 +324,27 @@ def load(
     provider: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
+    cuda: providers.CudaOptions | dict | None = None,
 ) -> Model:
     """Load an artifact directory written by ``toolchain export``.
 
     variant: "auto" (fastest variant that passed its gate) or a name from the manifest.
     provider: "auto" (CUDA when it really initialises, else CPU), "cpu" or "cuda" (raises without a GPU).
+    cuda: CudaOptions (or a dict of its fields: device_id, gpu_mem_limit, cudnn_conv_algo_search, use_tf32,
+    check_placement) for ONNX Runtime's CUDA provider.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"path must be the artifact directory as a str or Path, got {_show(path)}.")
+    if not isinstance(variant, str):
+        raise InputError(f"variant must be a str: 'auto' or a variant name from the manifest, got {_show(variant)}.")
     if provider not in providers.CHOICES:
-        raise InputError(f"provider {provider!r} is not known; use one of {', '.join(providers.CHOICES)}.")
-    return open_variant(read_manifest(path), variant, provider, batch_size, threads)
+        raise InputError(f"provider {_show(provider)} is not known; use one of {', '.join(providers.CHOICES)}.")
+    try:
+        manifest = read_manifest(path)
+    except OSError as exc:  # a name too long for the file system, a permission problem, ...
+        raise ArtifactError(f"{_show(str(path))} cannot be read ({exc.strerror}); pass the directory that "
+                            "'toolchain export' wrote.") from None
+    return open_variant(manifest, variant, provider, batch_size, threads, cuda)
 
 
 def open_variant(
@@ -211,40 +353,68 @@ def open_variant(
     provider: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
+    cuda: providers.CudaOptions | dict | None = None,
 ) -> Model:
     """Open one variant of an already parsed manifest (``load`` reads the manifest from disk first)."""
     import onnxruntime as ort
 
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive int, got {batch_size!r}.")
+    cuda_options = providers.CudaOptions.coerce(cuda)
+
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive int such as {DEFAULT_BATCH_SIZE}, got {_show(batch_size)}.")
+    batch_size = int(batch_size)
+    if threads is not None and (not isinstance(threads, numbers.Integral) or isinstance(threads, bool) or threads < 0):
+        raise InputError(f"threads must be an int >= 0, or None or 0 for ONNX Runtime's default, got {_show(threads)}.")
     task_spec(manifest.task)
     available = ort.get_available_providers()
     guess = "cuda" if provider == "cuda" or (provider == "auto" and providers.CUDA in available) else "cpu"
     name = choose_variant(manifest, variant, guess)
     model_path = manifest.verify(name)
+    manifest.tokenizer_path()  # missing or outside the artifact: say so before building a session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # ORT's own fallback noise; we report the provider ourselves
-    if threads:
-        options.intra_op_num_threads = int(threads)
+    profiled: list[Any] = []  # sessions built with ONNX Runtime's profiler on: the CUDA attempts (placement.py)
 
     def make_session(provider_list: list[str]):
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # ORT's own fallback noise; we report the provider ourselves
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        on_cuda = providers.CUDA in provider_list
+        folder = tempfile.mkdtemp(prefix=placement.PROFILE_DIR_PREFIX) if on_cuda and cuda_options.check_placement else None
+        if folder:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(folder) / "profile")
         try:
-            return ort.InferenceSession(str(model_path), sess_options=options, providers=provider_list)
+            session = ort.InferenceSession(str(model_path), sess_options=options,
+                                           providers=providers.session_providers(provider_list, cuda_options))
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
-            raise ArtifactError(f"ONNX Runtime cannot load {model_path} ({exc}); re-export the artifact.") from None
+            placement.discard(folder and str(Path(folder) / "profile"))
+            if on_cuda:  # a broken graph fails on CPU too, and says so; else it was CUDA that failed to start
+                make_session([providers.CPU])
+                raise providers.CudaStartError(placement.first_line(exc)) from None
+            raise session_error(model_path, exc) from None
+        if folder:
+            profiled.append(session)
+        return session
 
     if provider == "auto" and providers.CUDA in available:
         ort.set_default_logger_severity(4)  # a failed CUDA start logs errors; we report the fallback once ourselves
     try:
-        negotiated = providers.negotiate(provider, make_session, available)
+        negotiated = providers.negotiate(provider, make_session, available, cuda_options)
+        if variant == "auto" and negotiated.provider != guess:
+            better = choose_variant(manifest, "auto", negotiated.provider)
+            if better != name:
+                model_path = manifest.verify(better)
+                name = better
+                reason = negotiated.fallback_reason
+                negotiated = providers.Negotiated(make_session([providers.CPU]), "cpu", provider, reason)
+        for s in profiled:  # CUDA attempts that were not kept: stop their profilers, remove their files
+            if s is not negotiated.session:
+                placement.discard(s.end_profiling())
+        return Model(manifest, name, negotiated, batch_size, profiled=any(s is negotiated.session for s in profiled))
+    except BaseException:
+        for s in profiled:  # a second end_profiling() returns "": nothing is removed twice
+            placement.discard(s.end_profiling())
+        raise
     finally:
         ort.set_default_logger_severity(2)
-    if variant == "auto" and negotiated.provider != guess:
-        better = choose_variant(manifest, "auto", negotiated.provider)
-        if better != name:
-            model_path = manifest.verify(better)
-            name = better
-            reason = negotiated.fallback_reason
-            negotiated = providers.Negotiated(make_session([providers.CPU]), "cpu", provider, reason)
-    return Model(manifest, name, negotiated, batch_size)

