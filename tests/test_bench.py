@@ -130,3 +130,21 @@ def test_bad_arguments(tiny_artifact, kwargs, match):
     with pytest.raises(ToolchainError, match=match):
         bench(art, **kwargs)
     assert not (art / "bench.json").exists()
+
+
+def _child_peak(job):
+    from toolchain.bench import _peak_rss_mb
+
+    return {"peak": _peak_rss_mb()}
+
+
+def test_peak_memory_is_the_childs_own_not_the_parents():
+    """ru_maxrss survives exec, so a child spawned by a big parent would report the parent's peak."""
+    from toolchain.bench import _in_child
+
+    ballast = bytearray(400 << 20)  # 400 MB, touched so it is resident
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    peak = _in_child(_child_peak, {})["peak"]
+    assert 0 < peak < 300, peak
+    del ballast
