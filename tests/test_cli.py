@@ -36,6 +36,15 @@ def test_info(tiny_artifact, capsys):
     assert json.loads(capsys.readouterr().out)["variants"]["fp32"]["precision"] == "fp32"
 
 
+def test_info_into_a_closed_pipe_is_quiet(tiny_artifact):
+    """`toolchain info DIR | head -1`: the reader leaving is not an error (exit 0, nothing on stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "toolchain", "info", str(tiny_artifact("bert"))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and err == "", err
+
+
 def test_validate_passes_then_fails_on_changed_weights(tiny_model, tmp_path, capsys):
     import shutil
 

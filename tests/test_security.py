@@ -282,8 +282,10 @@ def test_reference_runs_remote_code_only_when_trusted(remote_model):
     from toolchain.validate import Reference
 
     model, marker = remote_model
-    with pytest.raises(ValueError, match="trust_remote_code"):
-        Reference(model, "feature-extraction")  # transformers' own refusal: the default is not to trust
+    from toolchain.runtime import ToolchainError
+
+    with pytest.raises(ToolchainError, match="pass --trust-remote-code if you trust its authors"):
+        Reference(model, "feature-extraction")  # validate / parity: refused in one sentence, nothing ran
     assert not marker.exists()
     ref = Reference(model, "feature-extraction", trust_remote_code=True)  # security test: on purpose
     assert type(ref.model).__name__ == "TinyModel"  # the model's own class: its code ran (once per process)

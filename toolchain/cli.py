@@ -60,7 +60,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .validate import validate
 
-    checks = validate(args.dir, variants=args.variant or None, data=args.data)
+    checks = validate(args.dir, variants=args.variant or None, data=args.data, trust_remote_code=args.trust_remote_code)
     for c in checks:
         print(f"{c.variant}: {c.kind} ok: {c.summary}")
     print(f"all {len(checks)} variant(s) of {args.dir} pass (parity against PyTorch, or their gate against fp32)")
@@ -118,6 +118,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .runtime.manifest import read_manifest
 
     m = read_manifest(args.dir)
+    for name in m.variants:  # a damaged artifact is refused here as load() refuses it (sha256, paths)
+        m.verify(name)
+    m.tokenizer_path()
     if args.json:
         print(json.dumps(m.to_dict(), indent=2))
         return 0
@@ -126,6 +129,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"artifact   {m.root}")
     print(f"task       {m.task}" + (f"  labels: {', '.join(m.labels)}" if m.labels else ""))
     print(f"source     {src.get('model')} ({src.get('kind')}, {src.get('architecture')}), weights sha256 {str(src.get('weights_sha256'))[:12]}")
+    print(f"exporter   {d.get('exporter', 'optimum')}" + (f" (fell back from {d['exporter_fallback']})" if d.get("exporter_fallback") else ""))
     print(f"opset      {d.get('opset')}   max length {m.max_length} tokens" + (f"   pooling {d['pooling']}" if d.get("pooling") else ""))
     for kind in ("inputs", "outputs"):
         print(f"{kind:<10} " + "; ".join(f"{i['name']} {i['dtype']} {i['dims']}" for i in d[kind]))
@@ -327,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--variant", action="append", help="only this variant (repeatable)")
     p.add_argument("--data", help="texts for re-running quantized variants' gates (default: the data they were gated on)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a source model that maps to its own Python code run it for the PyTorch side of parity")
 
     p = add("run", "run an artifact on texts and print the results")
     p.add_argument("dir")
@@ -414,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # the reader went away (`toolchain info DIR | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second complaint at exit
+        return 0
     except OSError as exc:  # disk full, permissions, read-only paths
         if args.verbose:
             raise

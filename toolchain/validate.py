@@ -55,6 +55,11 @@ class Reference:
         path = Path(source_path)
         if not (path / "config.json").is_file():
             raise SourceError(f"the PyTorch source {path} is gone; parity needs it, re-export from an existing model dir.")
+        from .source import _read_json, needs_remote_code
+
+        if not trust_remote_code and needs_remote_code(_read_json(path / "config.json")):
+            raise SourceError(f"the PyTorch source {path} runs its own Python code (config.json auto_map); pass "
+                              "--trust-remote-code if you trust its authors.")
         auto = getattr(transformers, spec.auto_class)
         self.model = auto.from_pretrained(str(path), trust_remote_code=trust_remote_code).eval()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), use_fast=True,
@@ -164,7 +169,8 @@ def _parity_check(r: ParityResult) -> Check:
     return Check(r.variant, "parity", r.passed, summary)
 
 
-def validate(artifact: str | Path, variants: list[str] | None = None, data: str | Path | None = None) -> list[Check]:
+def validate(artifact: str | Path, variants: list[str] | None = None, data: str | Path | None = None,
+             trust_remote_code: bool = False) -> list[Check]:
     """Re-check every variant (or the named ones) and raise ParityError listing every miss.
 
     Variants exported or rewritten losslessly (their tolerance is an ``atol``) are compared with PyTorch;
@@ -189,7 +195,7 @@ def validate(artifact: str | Path, variants: list[str] | None = None, data: str 
     for name in names:
         v = manifest.variant(name)
         if "atol" in v.tolerance or name == "fp32":
-            reference = reference or Reference(path, manifest.task)
+            reference = reference or Reference(path, manifest.task, trust_remote_code=trust_remote_code)
             atol = float(v.tolerance.get("atol", task_spec(manifest.task).atol))
             checks.append(_parity_check(check_variant(root, name, reference, atol)))
             continue

@@ -239,6 +239,7 @@ class Model:
         v = self.manifest.variant(self.variant)
         return {
             "task": self.manifest.task,
+            "exporter": self.manifest.data.get("exporter", "optimum"),
             "variant": self.variant,
             "precision": v.precision,
             "file": str(self.manifest.root / v.file),
@@ -397,8 +398,9 @@ def open_variant(
             profiled.append(session)
         return session
 
-    if provider == "auto" and providers.CUDA in available:
-        ort.set_default_logger_severity(4)  # a failed CUDA start logs errors; we report the fallback once ourselves
+    if provider in ("auto", "cuda") and providers.CUDA in available:
+        # a failed CUDA start logs errors; we report the fallback (auto) or raise one sentence (cuda) ourselves
+        ort.set_default_logger_severity(4)
     try:
         negotiated = providers.negotiate(provider, make_session, available, cuda_options)
         if variant == "auto" and negotiated.provider != guess:
