@@ -148,3 +148,15 @@ def test_peak_memory_is_the_childs_own_not_the_parents():
     peak = _in_child(_child_peak, {})["peak"]
     assert 0 < peak < 300, peak
     del ballast
+
+
+def test_best_pass_keeps_each_shapes_faster_pass():
+    from toolchain.bench import _best_pass
+
+    slow = {"shapes": [{"p50_ms": 9.0, "seq": 16}, {"p50_ms": 4.0, "seq": 128}], "real": {"sentences_per_s": 10.0},
+            "peak_rss_mb": 100.0, "provider_used": "cpu"}
+    fast = {"shapes": [{"p50_ms": 5.0, "seq": 16}, {"p50_ms": 6.0, "seq": 128}], "real": {"sentences_per_s": 12.0},
+            "peak_rss_mb": 90.0, "provider_used": "cpu"}
+    best = _best_pass([slow, fast])
+    assert [s["p50_ms"] for s in best["shapes"]] == [5.0, 4.0]
+    assert best["real"]["sentences_per_s"] == 12.0 and best["peak_rss_mb"] == 100.0 and best["passes"] == 2

@@ -90,6 +90,18 @@ def _real_rate(fn: Callable[[], Any], n: int, runs: int) -> dict[str, Any]:
     return {"texts": n, "batch": REAL_BATCH, "sentences_per_s": n * 1000 / float(np.median(ms))}
 
 
+def _best_pass(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One child's result from several passes: per shape the pass with the lower p50, the best real-text
+    rate, the highest peak memory."""
+    best = dict(results[0])
+    best["shapes"] = [min(same, key=lambda s: s["p50_ms"]) for same in zip(*(r["shapes"] for r in results))]
+    reals = [r["real"] for r in results if r.get("real")]
+    best["real"] = max(reals, key=lambda r: r["sentences_per_s"]) if reals else None
+    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    best["passes"] = len(results)
+    return best
+
+
 def _onnx_child(job: dict[str, Any]) -> dict[str, Any]:
     """Bench one variant with the torch-free runtime (runs in a spawned child)."""
     from .runtime.model import load
@@ -273,11 +285,18 @@ def bench(artifact, variants=None, batches=(1, 8, 32), seqs=(16, 128), provider=
     job = {"root": str(settings.root), "provider": provider, "threads": threads, "runs": runs, "feeds": feeds,
            "texts": texts, "cuda": cuda}
     rows: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(settings.variants, 1):
-        progress(f"bench {name} ({i}/{len(settings.variants)}): {len(feeds)} shapes x {runs} runs")
+    passes: dict[str, list[dict[str, Any]]] = {name: [] for name in settings.variants}
+    # Several variants: two passes, the second in reverse order, each variant keeping its better pass per
+    # shape, so a slow spell of a shared machine does not decide which variant `auto` picks.
+    orders = [settings.variants, settings.variants[::-1]] if len(settings.variants) > 1 else [settings.variants]
+    for p, order in enumerate(orders, 1):
+        for i, name in enumerate(order, 1):
+            progress(f"bench {name} (pass {p}/{len(orders)}, {i}/{len(order)}): {len(feeds)} shapes x {runs} runs")
+            passes[name].append(_in_child(_onnx_child, {**job, "variant": name}))
+    for name, results in passes.items():
         v = manifest.variant(name)
-        result = _in_child(_onnx_child, {**job, "variant": name})
-        rows[name] = {"engine": "onnxruntime", "precision": v.precision, "bytes": v.bytes, "passed": v.passed, **result}
+        rows[name] = {"engine": "onnxruntime", "precision": v.precision, "bytes": v.bytes, "passed": v.passed,
+                      **_best_pass(results)}
     src = _source(manifest, notes) if vs_pytorch else None
     for row, dtype in TORCH_BASELINES[provider] if src is not None else ():
         progress(f"bench pytorch eager ({dtype} on {provider})")
