@@ -33,8 +33,9 @@ def with_fp16(art: Path) -> Path:
     return art
 
 
-def decoder(work: Path) -> tuple[Path, Path]:
-    """(source model dir, exported text-generation artifact) of a tiny random Llama."""
+def decoder(work: Path, exporter: str = "optimum") -> tuple[Path, Path]:
+    """(source model dir, exported text-generation artifact) of a tiny random Llama, through EXPORTER
+    (optimum's trace, or ONNX Runtime GenAI's builder whose GroupQueryAttention runs fp16 on CUDA)."""
     import importlib.util
 
     from toolchain.export import export
@@ -45,10 +46,10 @@ def decoder(work: Path) -> tuple[Path, Path]:
     spec.loader.exec_module(shared)
     build_tiny_decoder = shared.build_tiny_decoder
 
-    src, art = Path(work) / "llama-src", Path(work) / "llama"
+    src, art = Path(work) / "llama-src", Path(work) / f"llama-{exporter}"
     if not (src / "config.json").is_file():
         src.mkdir(parents=True, exist_ok=True)
         build_tiny_decoder("llama", src)
     if "fp32" not in _variants(art):
-        export(src, art, task="text-generation")
+        export(src, art, task="text-generation", exporter=exporter)
     return src, art

@@ -72,3 +72,11 @@ def gpu_decoder(gpu_work) -> tuple[Path, Path]:
 
     src, art = decoder(gpu_work)
     return src, with_fp16(art)
+
+
+@pytest.fixture(scope="session")
+def gpu_genai_decoder(gpu_work) -> tuple[Path, Path]:
+    from .artifacts import decoder, with_fp16
+
+    src, art = decoder(gpu_work, exporter="ort-genai")
+    return src, with_fp16(art)

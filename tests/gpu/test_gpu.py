@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolchain.runtime import load
+from toolchain.runtime import load, read_manifest
 from toolchain.runtime.providers import CUDA, CudaOptions
 
 pytestmark = pytest.mark.gpu
@@ -125,3 +125,18 @@ def test_io_binding_generate_equals_cpu_greedy(gpu_decoder):
     assert cuda.generate(PROMPTS[0], max_new_tokens=24) == cpu.generate(PROMPTS[0], max_new_tokens=24)
     streamed = "".join(cuda.generate(PROMPTS[1], max_new_tokens=16, stream=True))
     assert streamed == cpu.generate(PROMPTS[1], max_new_tokens=16)
+
+
+def test_fused_decoder_fp16_runs_on_cuda_and_matches_cpu(gpu_genai_decoder):
+    """ONNX Runtime GenAI's graph (GroupQueryAttention, shared KV buffer): its CUDA kernels are fp16, so the
+    fp16 variant is the GPU one; its prompt logits match the CPU fp32 graph's and streaming adds up."""
+    _, art = gpu_genai_decoder
+    assert read_manifest(art).data["exporter"] == "ort-genai"
+    fp16 = load(art, variant="fp16", provider="cuda")
+    _placement_ok(fp16.info())
+    cpu = load(art, variant="fp32", provider="cpu")
+    feeds, mask = cpu.encode(PROMPTS)
+    keep = mask.astype(bool)
+    assert _cos(fp16.run_feeds(feeds)[keep], cpu.run_feeds(feeds)[keep]).min() >= 0.999
+    text = fp16.generate(PROMPTS[1], max_new_tokens=16)
+    assert "".join(fp16.generate(PROMPTS[1], max_new_tokens=16, stream=True)) == text
