@@ -48,8 +48,9 @@ _FIXES = {
 _STRERRORS = {os.strerror(code): code for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)}
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (best effort: not every file system lets a directory be opened)."""
+def _fsync(path: str | Path) -> None:
+    """Flush a file, or a directory's renames, to disk (best effort: not every file system lets a
+    directory be opened or synced)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -67,17 +68,8 @@ def _fsync_tree(root: Path) -> None:
     leaves a complete-looking artifact with empty files)."""
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            try:
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
+            _fsync(os.path.join(dirpath, name))
+        _fsync(dirpath)
 
 
 def write_error(exc: BaseException, target: Path, own: tuple[Path, ...] = (), in_place: bool = False,
@@ -200,7 +192,7 @@ def write_json(path: Path, data: Any) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -303,7 +295,7 @@ def atomic_dir(out: str | Path, marker: str = MANIFEST) -> Iterator[Path]:
         yield tmp
         _fsync_tree(tmp)
         if out.exists() and _exchange(tmp, out):
-            _fsync_dir(parent)
+            _fsync(parent)
             shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous artifact
             return
         if out.exists():  # no renameat2: two renames, the old copy kept until the new one is in place
@@ -314,11 +306,11 @@ def atomic_dir(out: str | Path, marker: str = MANIFEST) -> Iterator[Path]:
             except BaseException:
                 os.rename(old, out)
                 raise
-            _fsync_dir(parent)
+            _fsync(parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, out)
-            _fsync_dir(parent)
+            _fsync(parent)
     except BaseException as exc:
         own = (out, tmp, parent / f".{out.name}.tmp-{os.getpid()}-old")
         err = write_error(exc, out, own, written=tmp) if isinstance(exc, Exception) else None
