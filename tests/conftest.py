@@ -184,3 +184,12 @@ def tiny_decoder(tmp_path_factory):
         return cache[arch]
 
     return make
+
+
+def classifier_recipe(model: object = "x", train: object = "train.tsv", text_column: bool = True, **train_settings) -> str:
+    """The TOML of a minimal text-classification finetune recipe (``[train]`` defaults to epochs = 1.0)."""
+    settings = train_settings or {"epochs": 1.0}
+    lines = ['task = "text-classification"', 'labels = ["negative", "positive"]', "[source]", f'pretrained = "{model}"',
+             "[data.train]", f'path = "{train}"', *(['text = "sentence"'] if text_column else []), 'label = "label"',
+             "[train]", *(f"{k} = {v!r}" for k, v in settings.items())]
+    return "\n".join(lines) + "\n"

@@ -15,19 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import classifier_recipe
+
 from toolchain.cli import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, main
 from toolchain.runtime.errors import ToolchainError
 
-RECIPE = """task = "text-classification"
-labels = ["negative", "positive"]
-[source]
-pretrained = "{model}"
-[data.train]
-path = "train.tsv"
-label = "label"
-[train]
-epochs = 1.0
-"""
+RECIPE = classifier_recipe("{model}", text_column=False)
 
 
 @pytest.fixture(scope="module")

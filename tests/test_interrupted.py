@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import classifier_recipe
+
 from toolchain import artifact as art_mod
 from toolchain import cli
 from toolchain.artifact import atomic_dir, sweep_stale, update_manifest, write_json
@@ -215,22 +217,7 @@ def test_killed_quantize_keeps_the_previous_artifact(artifact):
     assert report.variant == "int8"
 
 
-TRAIN_RECIPE = """
-task = "text-classification"
-labels = ["negative", "positive"]
-[source]
-pretrained = "{model}"
-[data.train]
-path = "train.tsv"
-text = "sentence"
-label = "label"
-[train]
-max_steps = 60
-save_steps = 4
-logging_steps = 1
-batch_size = 4
-max_length = 16
-"""
+TRAIN_RECIPE = classifier_recipe("{model}", max_steps=60, save_steps=4, logging_steps=1, batch_size=4, max_length=16)
 
 
 def _previous_model(src: Path, out: Path) -> dict[str, str]:

@@ -6,22 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import classifier_recipe
+
 from toolchain.recipe import RecipeError, load_recipe
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 RECIPES = sorted(MODELS.glob("*.toml"))
 
-MINIMAL = """
-task = "text-classification"
-labels = ["negative", "positive"]
-[source]
-pretrained = "x"
-[data.train]
-path = "train.tsv"
-label = "label"
-[train]
-epochs = 1.0
-"""
+MINIMAL = classifier_recipe(text_column=False)
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import classifier_recipe
+
 from toolchain.recipe import load_recipe
 from toolchain.runtime import ToolchainError
 from toolchain.train import train
@@ -14,18 +16,7 @@ from toolchain.train import train
 MODELS = Path(__file__).resolve().parents[1] / "models"
 TRAINED = sorted(p for p in MODELS.glob("*.toml") if load_recipe(p).train or load_recipe(p).pretrain)
 
-RECIPE = """
-task = "text-classification"
-labels = ["negative", "positive"]
-[source]
-pretrained = "{model}"
-[data.train]
-path = "{train}"
-text = "sentence"
-label = "label"
-[train]
-epochs = 1.0
-"""
+RECIPE = classifier_recipe("{model}", "{train}")
 
 
 @pytest.mark.parametrize("path", TRAINED, ids=[p.stem for p in TRAINED])
