@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .checks import MAX_PENALTY, MIN_SCALE, _finite, _int, _show
 from .errors import ArtifactError, InputError
 from .text import as_texts
 
@@ -34,21 +35,29 @@ class Sampling:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        checks = [
-            (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1, "max_new_tokens must be an int >= 1"),
-            (isinstance(self.temperature, (int, float)) and self.temperature >= 0, "temperature must be >= 0 (0 is greedy)"),
-            (isinstance(self.top_k, int) and self.top_k >= 0, "top_k must be an int >= 0 (0 turns it off)"),
-            (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (isinstance(self.repetition_penalty, (int, float)) and self.repetition_penalty > 0, "repetition_penalty must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(f"{message}; got {self!r}.")
-        if isinstance(self.stop, str):
-            self.stop = (self.stop,)
-        if not all(isinstance(s, str) and s for s in self.stop):
-            raise InputError(f"stop must be a list of non-empty strings, got {self.stop!r}.")
-        self.stop = tuple(self.stop)
+        """Coerce to plain Python values, or InputError naming the fix. NaN, infinities and scales so small
+        that dividing the logits by them overflows never reach the sampler."""
+        self.max_new_tokens = _int("max_new_tokens", self.max_new_tokens, 1, "pass how many tokens to add, such as 64")
+        self.top_k = _int("top_k", self.top_k, 0, "pass 0 to turn it off or a value such as 50")
+        t = _finite(self.temperature)
+        if t is None or t < 0 or 0 < t < MIN_SCALE:
+            raise InputError(f"temperature must be >= 0 (0 is greedy): pass 0 or a finite value of at least {MIN_SCALE:g} "
+                             f"such as 0.8, got {_show(self.temperature)}.")
+        p = _finite(self.top_p)
+        if p is None or not 0 < p <= 1:
+            raise InputError(f"top_p must be in (0, 1]: pass 1.0 to turn it off or a value such as 0.9, "
+                             f"got {_show(self.top_p)}.")
+        r = _finite(self.repetition_penalty)
+        if r is None or not MIN_SCALE <= r <= MAX_PENALTY:
+            raise InputError(f"repetition_penalty must be > 0: pass 1.0 to turn it off or a value from {MIN_SCALE:g} to "
+                             f"{MAX_PENALTY:g} such as 1.2, got {_show(self.repetition_penalty)}.")
+        stop = self.stop
+        stops = () if stop is None else (stop,) if isinstance(stop, str) else stop
+        if not isinstance(stops, (list, tuple)) or not all(isinstance(x, str) and x for x in stops):
+            raise InputError(f"stop must be a list of non-empty strings such as ['\\n'], got {_show(stop)}.")
+        if self.seed is not None:
+            self.seed = _int("seed", self.seed, 0, "pass None for a fresh sample each call or a seed such as 0")
+        self.temperature, self.top_p, self.repetition_penalty, self.stop = t, p, r, tuple(stops)
 
 
 def pick(logits: np.ndarray, seen: list[np.ndarray], s: Sampling, rng: np.random.Generator) -> np.ndarray:
@@ -317,9 +326,8 @@ class _KVCache:
         self.length, self.turn = length, 1 - self.turn
 
 
-def generate(generator: Generator, prompt: Any, stream: bool, **sampling: Any):
+def generate(generator: Generator, prompt: Any, stream: bool, s: Sampling):
     """The public behaviour of Model.generate: str in -> str out, list in -> list out, or a stream."""
-    s = Sampling(**sampling)
     single = isinstance(prompt, str)
     prompts = as_texts(prompt)
     if not prompts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import os
@@ -16,7 +17,8 @@ from . import placement, providers
 from .errors import ArtifactError, InputError, ProviderError, ToolchainError
 from .manifest import REFERENCE_VARIANT, Manifest, read_manifest, session_error
 from .tasks import task_spec
-from .generate import Generator
+from .checks import _show
+from .generate import Generator, Sampling
 from .generate import generate as generate_text
 from .text import TextEncoder, as_texts, load_tokenizer
 
@@ -43,60 +45,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
-
-
-# -- checking what callers pass ------------------------------------------------------------------
-MIN_SCALE = 1e-6  # smallest positive temperature / repetition penalty: below it the sampler's float64 logits overflow
-MAX_PENALTY = 1e6
-
-
-def _show(value: Any) -> str:
-    """A short repr for error messages (a 100k-character prompt must not become a 100k-character error)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _int(name: str, value: Any, low: int, fix: str) -> int:
-    """VALUE as a Python int >= LOW (numpy integers accepted; bools, floats and strings refused)."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low:
-        return int(value)
-    raise InputError(f"{name} must be an int >= {low}: {fix}, got {_show(value)}.")
-
-
-def _finite(value: Any) -> float | None:
-    """VALUE as a finite Python float, or None (bools, strings, NaN and infinities are not numbers here)."""
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def sampling_args(max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, repetition_penalty: Any,
-                  stop: Any, seed: Any) -> dict[str, Any]:
-    """generate()'s settings checked and coerced to plain Python values, or InputError naming the fix.
-
-    NaN, infinities and scales so small that dividing the logits by them overflows never reach the sampler."""
-    args: dict[str, Any] = {
-        "max_new_tokens": _int("max_new_tokens", max_new_tokens, 1, "pass how many tokens to add, such as 64"),
-        "top_k": _int("top_k", top_k, 0, "pass 0 to turn it off or a value such as 50"),
-    }
-    t = _finite(temperature)
-    if t is None or t < 0 or 0 < t < MIN_SCALE:
-        raise InputError(f"temperature must be >= 0 (0 is greedy): pass 0 or a finite value of at least {MIN_SCALE:g} "
-                         f"such as 0.8, got {_show(temperature)}.")
-    p = _finite(top_p)
-    if p is None or not 0 < p <= 1:
-        raise InputError(f"top_p must be in (0, 1]: pass 1.0 to turn it off or a value such as 0.9, "
-                         f"got {_show(top_p)}.")
-    r = _finite(repetition_penalty)
-    if r is None or not MIN_SCALE <= r <= MAX_PENALTY:
-        raise InputError(f"repetition_penalty must be > 0: pass 1.0 to turn it off or a value from {MIN_SCALE:g} to "
-                         f"{MAX_PENALTY:g} such as 1.2, got {_show(repetition_penalty)}.")
-    stops = () if stop is None else (stop,) if isinstance(stop, str) else stop
-    if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) and s for s in stops):
-        raise InputError(f"stop must be a list of non-empty strings such as ['\\n'], got {_show(stop)}.")
-    if seed is not None:
-        seed = _int("seed", seed, 0, "pass None for a fresh sample each call or a seed such as 0")
-    return {**args, "temperature": t, "top_p": p, "repetition_penalty": r, "stop": tuple(stops), "seed": seed}
 
 
 def choose_variant(manifest: Manifest, requested: str, provider: str) -> str:
@@ -211,22 +159,23 @@ class Model:
         Stops at EOS, at any of ``stop`` (not included), or after max_new_tokens.
         """
         self._require("generate")
-        args = sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed)
+        s = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                     repetition_penalty=repetition_penalty, stop=stop, seed=seed)
         if not isinstance(stream, (bool, np.bool_)):
             raise InputError(f"stream must be True or False, got {_show(stream)}.")
         with self._lock:
             self._calls += 1
         if stream or not isinstance(prompt, (list, tuple)) or len(prompt) <= self.batch_size:
-            return generate_text(self._generator, prompt, bool(stream), **args)
+            return generate_text(self._generator, prompt, bool(stream), s)
         # A long list runs batch_size prompts at a time, so the KV cache stays bounded. The first batch keeps
         # the seed (short lists sample as before); later ones get seeds derived from it, still reproducible.
         prompts, out = as_texts(prompt), []
         for k, start in enumerate(range(0, len(prompts), self.batch_size)):
-            seed_k = args["seed"]
+            seed_k = s.seed
             if k and seed_k is not None:
                 seed_k = int(np.random.SeedSequence([seed_k, k]).generate_state(1)[0])
             out += generate_text(self._generator, prompts[start : start + self.batch_size], False,
-                                 **{**args, "seed": seed_k})
+                                 dataclasses.replace(s, seed=seed_k))
         return out
 
     def scores(self, texts: Any) -> np.ndarray:
