@@ -272,7 +272,8 @@ class _KVCache:
     Two layouts: for graphs that take past and present as separate tensors (optimum's), two buffers per
     tensor used in turn, ONNX Runtime reading the past from one and writing the present (one position
     longer) into the other; for graphs whose attention updates the cache in place (``shared``), one
-    buffer of the full length per tensor, bound as both past and present once per call."""
+    buffer of the full length per tensor, bound as both past and present once per call. It is not
+    cleared: each row reads only the positions it has written (its length comes from the mask)."""
 
     def __init__(self, gen: Generator, batch: int, max_len: int):
         import onnxruntime as ort
@@ -283,12 +284,6 @@ class _KVCache:
         size = batch * gen.kv_heads * max_len * gen.head_dim
         self.buffers = [[ort.OrtValue.ortvalue_from_shape_and_type([size], self.gen.kv_type, gen.device, 0)
                          for _ in gen.present] for _ in range(1 if self.shared else 2)]
-        if self.shared:  # rows shorter than the longest read zeros, never another call's leftovers
-            for buf in self.buffers[0]:
-                if gen.device == "cpu":
-                    buf.numpy()[:] = 0
-                else:
-                    buf.update_inplace(np.zeros([size], dtype=self.gen.kv_type))
         self.vocab = gen.vocab
         self.logits = np.empty(batch * max_len * self.vocab, dtype=np.float32) if gen.device == "cpu" else None
 
