@@ -96,7 +96,7 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_artifact(tiny_model, tmp_path_factory):
     """tiny_artifact(arch, task) -> an exported artifact dir (cached for the session)."""
-    from toolchain.export import export
+    from toolchain.export.core import export
 
     cache: dict[tuple[str, str], Path] = {}
 
@@ -113,7 +113,7 @@ def tiny_artifact(tiny_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def minilm_artifact(tmp_path_factory) -> Path:
     """The bundled all-MiniLM-L6-v2 exported once for the session."""
-    from toolchain.export import export
+    from toolchain.export.core import export
 
     minilm_dir()
     out = tmp_path_factory.mktemp("minilm") / "minilm"
@@ -171,7 +171,7 @@ def build_tiny_decoder(arch: str, out: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_decoder(tmp_path_factory):
     """tiny_decoder(arch) -> (model dir, exported text-generation artifact dir), cached for the session."""
-    from toolchain.export import export
+    from toolchain.export.core import export
 
     cache: dict[str, tuple[Path, Path]] = {}
 

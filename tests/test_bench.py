@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from toolchain.bench import bench, format_table
+from toolchain.bench.core import bench, format_table
 from toolchain.runtime import ToolchainError, load
 
 FAST = {"runs": 3, "batches": (1, 2), "seqs": (8, 16)}
@@ -133,14 +133,14 @@ def test_bad_arguments(tiny_artifact, kwargs, match):
 
 
 def _child_peak(job):
-    from toolchain.bench import _peak_rss_mb
+    from toolchain.bench.core import _peak_rss_mb
 
     return {"peak": _peak_rss_mb()}
 
 
 def test_peak_memory_is_the_childs_own_not_the_parents():
     """ru_maxrss survives exec, so a child spawned by a big parent would report the parent's peak."""
-    from toolchain.bench import _in_child
+    from toolchain.bench.core import _in_child
 
     ballast = bytearray(400 << 20)  # 400 MB, touched so it is resident
     for i in range(0, len(ballast), 4096):
@@ -151,7 +151,7 @@ def test_peak_memory_is_the_childs_own_not_the_parents():
 
 
 def test_best_pass_keeps_each_shapes_faster_pass():
-    from toolchain.bench import _best_pass
+    from toolchain.bench.core import _best_pass
 
     slow = {"shapes": [{"p50_ms": 9.0, "seq": 16}, {"p50_ms": 4.0, "seq": 128}], "real": {"sentences_per_s": 10.0},
             "peak_rss_mb": 100.0, "provider_used": "cpu"}

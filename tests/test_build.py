@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.build import build, format_summary
-from toolchain.cli import main
+from toolchain.pipeline.stages import build, format_summary
+from toolchain.cli.commands import main
 from toolchain.runtime import load, read_manifest
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -35,8 +35,8 @@ def test_build_reuses_a_trained_model(tmp_path, capsys):
     out = tmp_path / "bert"
     assert main(["build", str(recipe), "--out", str(out), "--smoke"]) == 0
     assert (tmp_path / "bert.model" / "training.json").is_file()
-    from toolchain.build import _train_stage
-    from toolchain.recipe import load_recipe
+    from toolchain.pipeline.stages import _train_stage
+    from toolchain.train.recipe import load_recipe
 
     said = []
     model, metrics = _train_stage(load_recipe(recipe), out, smoke=False, retrain=False, progress=said.append)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from toolchain.cli import main
+from toolchain.cli.commands import main
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -62,7 +62,7 @@ def test_validate_passes_then_fails_on_changed_weights(tiny_model, tmp_path, cap
 
 
 def test_validate_reports_parity_miss(tiny_artifact, monkeypatch, capsys):
-    from toolchain.validate import Reference
+    from toolchain.export.parity import Reference
 
     real = Reference.outputs
     monkeypatch.setattr(Reference, "outputs", lambda self, f, o: real(self, f, o) * 1.5)

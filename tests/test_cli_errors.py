@@ -17,7 +17,7 @@ import pytest
 
 from conftest import classifier_recipe
 
-from toolchain.cli import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, main
+from toolchain.cli.commands import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, main
 from toolchain.runtime.errors import ToolchainError
 
 RECIPE = classifier_recipe("{model}", text_column=False)
@@ -211,7 +211,7 @@ def test_user_error_is_one_sentence_and_verbose_shows_the_traceback(paths, capfd
 
 
 def test_the_table_covers_every_subcommand():
-    from toolchain.cli import COMMANDS
+    from toolchain.cli.commands import COMMANDS
 
     covered = {row[0].split()[0] for row in CASES.values() if row[0]}
     assert set(COMMANDS) <= covered, set(COMMANDS) - covered
@@ -219,7 +219,7 @@ def test_the_table_covers_every_subcommand():
 
 
 def test_an_unexpected_exception_is_one_line_too(monkeypatch, capfd, paths):
-    import toolchain.cli as cli
+    import toolchain.cli.commands as cli
 
     def broken(args):
         raise ZeroDivisionError("division by zero in a stage")

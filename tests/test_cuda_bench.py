@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 
-from toolchain import bench as bench_mod
-from toolchain import cuda_bench
-from toolchain.bench import bench, format_table
-from toolchain.bench_generate import bench_generate
-from toolchain.cli import main
+from toolchain.bench import core as bench_mod
+from toolchain.bench import cuda as cuda_bench
+from toolchain.bench.core import bench, format_table
+from toolchain.bench.decoder import bench_generate
+from toolchain.cli.commands import main
 from toolchain.runtime import ToolchainError
 from toolchain.runtime.manifest import Manifest, Variant, read_manifest
 from toolchain.runtime.model import choose_variant

@@ -19,7 +19,7 @@ from typing import Callable
 
 import pytest
 
-from toolchain import cli
+from toolchain.cli import commands as cli
 from toolchain.runtime import ArtifactError, ToolchainError, load
 from toolchain.runtime.manifest import sha256_file
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolchain.data import DEFAULT_EVAL, TEXT_COLUMNS, read_texts
+from toolchain.data.texts import DEFAULT_EVAL, TEXT_COLUMNS, read_texts
 from toolchain.runtime import ToolchainError
 
 

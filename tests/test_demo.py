@@ -24,8 +24,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def classifier_with_variants(classifier_artifact, tmp_path_factory) -> Path:
     """The tiny classifier plus a real int8 variant and a (short) bench, in a copy of its own."""
-    from toolchain.bench import bench
-    from toolchain.quantize import quantize
+    from toolchain.bench.core import bench
+    from toolchain.variants.quantize import quantize
 
     out = tmp_path_factory.mktemp("demo") / "sentiment"
     shutil.copytree(classifier_artifact, out)
@@ -36,7 +36,7 @@ def classifier_with_variants(classifier_artifact, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(classifier_with_variants, tiny_artifact):
-    from toolchain.demo import demo
+    from toolchain.serve.app import demo
 
     messages = []
     app = demo([classifier_with_variants, tiny_artifact("bert")], port=free_port(), block=False,
@@ -152,7 +152,7 @@ def test_manifest_panel_shows_variants_gates_and_bench(client, classifier_with_v
 
 
 def test_cli_demo_defaults_to_localhost():
-    from toolchain.cli import build_parser
+    from toolchain.cli.commands import build_parser
 
     args = build_parser().parse_args(["demo"])
     assert (args.dirs, args.host, args.port) == ([], "127.0.0.1", None)
@@ -161,8 +161,8 @@ def test_cli_demo_defaults_to_localhost():
 
 
 def test_no_dir_builds_the_default_artifact_first(monkeypatch, tmp_path, classifier_artifact):
-    import toolchain.build
-    import toolchain.demo as demo_mod
+    import toolchain.pipeline.stages
+    import toolchain.serve.app as demo_mod
 
     built = []
 
@@ -172,7 +172,7 @@ def test_no_dir_builds_the_default_artifact_first(monkeypatch, tmp_path, classif
         return {"ok": True}
 
     monkeypatch.setattr(demo_mod, "DEFAULT_DIR", tmp_path / "dist" / "minilm")
-    monkeypatch.setattr(toolchain.build, "build", fake_build)
+    monkeypatch.setattr(toolchain.pipeline.stages, "build", fake_build)
     messages = []
     assert demo_mod._default_artifact(messages.append) == tmp_path / "dist" / "minilm"
     assert built == ["minilm.toml"] and "building it from" in messages[0]
@@ -181,7 +181,7 @@ def test_no_dir_builds_the_default_artifact_first(monkeypatch, tmp_path, classif
 
 
 def test_bad_artifact_is_a_toolchain_error(tmp_path):
-    from toolchain.demo import demo
+    from toolchain.serve.app import demo
     from toolchain.runtime import ToolchainError
 
     with pytest.raises(ToolchainError, match="not an artifact directory"):
@@ -190,7 +190,7 @@ def test_bad_artifact_is_a_toolchain_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def generation(tiny_decoder):
-    from toolchain.demo import demo
+    from toolchain.serve.app import demo
 
     _, art = tiny_decoder("llama")
     app = demo([art], port=free_port(), block=False, progress=lambda m: None)

@@ -33,7 +33,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def url(classifier_artifact, tiny_artifact, tiny_decoder):
-    from toolchain.demo import demo
+    from toolchain.serve.app import demo
 
     arts = [classifier_artifact, tiny_artifact("bert"), tiny_decoder("llama")[1]]
     app = demo(arts, port=free_port(), block=False, progress=lambda m: None)

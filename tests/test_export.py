@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import TINY_ARCHS
-from toolchain.export import export
+from toolchain.export.core import export
 from toolchain.runtime import ParityError, ToolchainError, load, read_manifest
 from toolchain.runtime.manifest import sha256_file
-from toolchain.validate import Reference
+from toolchain.export.parity import Reference
 
 TASKS = ("feature-extraction", "text-classification")
 
@@ -83,7 +83,7 @@ def test_parity_miss_fails_export_and_keeps_previous_artifact(tiny_model, tmp_pa
 
 
 def test_failure_mid_export_leaves_no_artifact(tiny_model, tmp_path, monkeypatch):
-    import toolchain.export as ex
+    import toolchain.export.core as ex
 
     def boom(*a, **k):
         raise RuntimeError("simulated crash while writing the tokenizer")

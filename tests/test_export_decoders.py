@@ -34,8 +34,8 @@ def test_decoder_exports_with_kv_cache_and_greedy_parity(tiny_decoder, arch):
 
 
 def test_auto_falls_back_to_optimum_when_the_fused_graph_misses_parity(tiny_decoder, tmp_path, monkeypatch):
-    from toolchain import export as export_module
-    from toolchain import genai_export
+    from toolchain.export import core as export_module
+    from toolchain.export import genai as genai_export
 
     src, _ = tiny_decoder("llama")
     real = genai_export.build
@@ -62,7 +62,7 @@ def test_auto_falls_back_to_optimum_when_the_fused_graph_misses_parity(tiny_deco
 
 
 def test_exporter_choice_is_checked(tiny_decoder, tmp_path):
-    from toolchain.export import export
+    from toolchain.export.core import export
     from toolchain.runtime import ToolchainError
 
     src, _ = tiny_decoder("gpt2")
@@ -73,7 +73,7 @@ def test_exporter_choice_is_checked(tiny_decoder, tmp_path):
 
 
 def test_head_sizes_the_fused_attention_cannot_run_go_to_optimum():
-    from toolchain import genai_export
+    from toolchain.export import genai as genai_export
 
     llama = {"architectures": ["LlamaForCausalLM"], "hidden_size": 32, "num_attention_heads": 4}
     assert not genai_export.handles(llama)  # head size 8
@@ -83,7 +83,7 @@ def test_head_sizes_the_fused_attention_cannot_run_go_to_optimum():
 
 
 def test_greedy_parity_catches_a_wrong_continuation(tiny_decoder, tmp_path, monkeypatch):
-    from toolchain.export import export
+    from toolchain.export.core import export
     from toolchain.runtime import generate as gen_module
 
     src, _ = tiny_decoder("llama")
@@ -102,7 +102,7 @@ def test_greedy_parity_catches_a_wrong_continuation(tiny_decoder, tmp_path, monk
 def test_decoder_quantizes_through_the_gate(tiny_decoder, tmp_path):
     import shutil
 
-    from toolchain.quantize import quantize
+    from toolchain.variants.quantize import quantize
 
     _, art = tiny_decoder("llama")
     dst = tmp_path / "art"
@@ -123,7 +123,7 @@ def test_decoder_bench_reports_tokens_per_second_against_both_baselines(tiny_dec
     import json
     import shutil
 
-    from toolchain.bench import bench, format_table
+    from toolchain.bench.core import bench, format_table
 
     _, art = tiny_decoder("gpt2")
     dst = tmp_path / "art"

@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 import pytest
 
-from toolchain import quantize as qmod
-from toolchain.quantize import FP16_KEEP_FP32_OPS, quantize
+from toolchain.variants import quantize as qmod
+from toolchain.variants.quantize import FP16_KEEP_FP32_OPS, quantize
 from toolchain.runtime import load
 from toolchain.runtime.manifest import read_manifest
 from toolchain.runtime.model import choose_variant

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain.data import TextSet
-from toolchain.gate import GATES, gate_for, judge
+from toolchain.data.texts import TextSet
+from toolchain.variants.gate import GATES, gate_for, judge
 from toolchain.runtime import ToolchainError
 from toolchain.runtime.manifest import read_manifest
 

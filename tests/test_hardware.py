@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from toolchain import hardware
-from toolchain.hardware import PRESETS, detect_target, preset_for
+from toolchain.variants import hardware
+from toolchain.variants.hardware import PRESETS, detect_target, preset_for
 from toolchain.runtime import ToolchainError
 
 

@@ -28,9 +28,9 @@ import pytest
 
 from conftest import classifier_recipe
 
-from toolchain import artifact as art_mod
-from toolchain import cli
-from toolchain.artifact import atomic_dir, sweep_stale, update_manifest, write_json
+from toolchain.artifact import atomic as art_mod
+from toolchain.cli import commands as cli
+from toolchain.artifact.atomic import atomic_dir, sweep_stale, update_manifest, write_json
 from toolchain.runtime import ArtifactError, load
 from toolchain.runtime.manifest import sha256_file
 
@@ -64,7 +64,7 @@ def _dead_pid() -> int:
 # contains $PAUSE_AT: a signal sent on seeing that line then lands at that point, however slow the machine.
 PROGRAM = """
 import os, sys, time
-import toolchain.cli as cli
+import toolchain.cli.commands as cli
 mark, say = os.environ.get("PAUSE_AT"), cli._say
 def pausing(msg):
     say(msg)
@@ -169,7 +169,7 @@ EXPORT_POINTS = [  # (signal, progress line to stop at)
 
 
 def test_killed_export_keeps_the_previous_artifact(artifact, tiny_model):
-    from toolchain.export import export
+    from toolchain.export.core import export
 
     src = tiny_model("bert", "text-classification")
     before = _snapshot(artifact)
@@ -195,7 +195,7 @@ QUANTIZE_POINTS = [  # (signal, progress line to stop at)
 
 
 def test_killed_quantize_keeps_the_previous_artifact(artifact):
-    from toolchain.quantize import quantize
+    from toolchain.variants.quantize import quantize
 
     before = _snapshot(artifact)
     for sig, marker in QUANTIZE_POINTS:
@@ -241,7 +241,7 @@ def _unchanged_or_complete(out: Path, before: dict[str, str]) -> bool:
 def test_killed_training_keeps_the_previous_model_and_resumes(tiny_model, tmp_path):
     import transformers
 
-    from toolchain.train import train
+    from toolchain.train.trainer import train
 
     src = tiny_model("bert", "text-classification")
     (tmp_path / "train.tsv").write_text("label\tsentence\n" + "".join(f"{i % 2}\tsentence number {i}\n" for i in range(40)))
@@ -382,7 +382,7 @@ def test_export_write_failure_is_one_sentence(artifact, tiny_model, monkeypatch,
     before = _snapshot(artifact)
     src = tiny_model("bert", "text-classification")
     with pytest.raises(ArtifactError, match=message) as err:
-        from toolchain.export import export
+        from toolchain.export.core import export
 
         export(src, artifact, task="text-classification")
     assert str(artifact) in str(err.value)
@@ -445,7 +445,7 @@ def test_unreadable_source_is_not_reported_as_an_unwritable_output(tmp_path):
 
 def test_quantize_disk_full_is_one_sentence(artifact, monkeypatch, capfd):
     """quantize writes into the artifact: the fix is worded for that, and nothing is left behind."""
-    import toolchain.quantize as qmod
+    import toolchain.variants.quantize as qmod
 
     spec = qmod.MODES["int8-dynamic"]
 
@@ -466,7 +466,7 @@ def test_training_disk_full_is_one_sentence(tiny_model, tmp_path, monkeypatch):
     """safetensors reports a full disk as its own error type, with the OS's words in the message."""
     import transformers
 
-    from toolchain.train import train
+    from toolchain.train.trainer import train
 
     src = tiny_model("bert", "text-classification")
     (tmp_path / "train.tsv").write_text("label\tsentence\n" + "".join(f"{i % 2}\tsentence {i}\n" for i in range(8)))

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain import optimize as omod
-from toolchain.gate import GateResult
-from toolchain.optimize import MIN_SPEEDUP, REWRITES, Rewrite, optimize
+from toolchain.variants import optimize as omod
+from toolchain.variants.gate import GateResult
+from toolchain.variants.optimize import MIN_SPEEDUP, REWRITES, Rewrite, optimize
 from toolchain.runtime import ToolchainError, load
 from toolchain.runtime.manifest import read_manifest, sha256_file
 from toolchain.runtime.model import MIN_GAIN, choose_variant

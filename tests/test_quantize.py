@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 import pytest
 
-from toolchain import quantize as qmod
-from toolchain.hardware import preset_for
-from toolchain.quantize import MODES, candidates, exclusion_ladder, quantize
+from toolchain.variants import quantize as qmod
+from toolchain.variants.hardware import preset_for
+from toolchain.variants.quantize import MODES, candidates, exclusion_ladder, quantize
 from toolchain.runtime import ToolchainError, load
 from toolchain.runtime.manifest import sha256_file
 
@@ -183,7 +183,7 @@ def test_int8_latency_and_choice(int8_runs, task):
     assert (v["latency"]["cpu"]["batch"], v["latency"]["cpu"]["seq"]) == (1, min(128, data["max_length"]))
     assert report.p50_ms == v["latency"]["cpu"]["p50_ms"]
     assert report.fp32_p50_ms == data["variants"]["fp32"]["latency"]["cpu"]["p50_ms"]
-    from toolchain.quantize import SAME_SPEED
+    from toolchain.variants.quantize import SAME_SPEED
 
     passed = [t for t in q["tried"] if t["passed"]]
     fastest = min(t["p50_ms"] for t in passed)  # within noise of the fastest, the smallest file is kept

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import classifier_recipe
 
-from toolchain.recipe import RecipeError, load_recipe
+from toolchain.train.recipe import RecipeError, load_recipe
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 RECIPES = sorted(MODELS.glob("*.toml"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.recipe import RecipeError, load_recipe
+from toolchain.train.recipe import RecipeError, load_recipe
 from toolchain.runtime.errors import SourceError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def _python_files() -> list[Path]:
 
 def test_the_source_tree_loads_no_pickle_and_enables_no_remote_code():
     files = _python_files()
-    assert len(files) > 20 and ROOT / "toolchain" / "train.py" in files
+    assert len(files) > 20 and ROOT / "toolchain" / "train" / "trainer.py" in files
     problems = [p for f in files for p in unsafe_calls(f.read_text(encoding="utf-8"), str(f.relative_to(ROOT)))]
     assert not problems, "\n".join(problems)
 
@@ -160,7 +160,7 @@ def pickle_model(tiny_model, tmp_path_factory) -> Path:
 def test_export_refuses_pickle_only_weights(pickle_model, tmp_path, monkeypatch):
     import optimum.exporters.onnx as onnx_exporter
 
-    from toolchain.export import export
+    from toolchain.export.core import export
 
     monkeypatch.setattr(onnx_exporter, "main_export", lambda *a, **k: pytest.fail("the exporter must not load it"))
     with pytest.raises(SourceError) as err:
@@ -172,7 +172,7 @@ def test_export_refuses_pickle_only_weights(pickle_model, tmp_path, monkeypatch)
 
 
 def test_train_refuses_pickle_only_weights(pickle_model, tmp_path):
-    from toolchain.train import _pretrained_dir
+    from toolchain.train.trainer import _pretrained_dir
 
     recipe = _recipe(tmp_path, f'pretrained = "{pickle_model}"')
     with pytest.raises(SourceError, match="pickle format .*convert them to safetensors"):
@@ -180,7 +180,7 @@ def test_train_refuses_pickle_only_weights(pickle_model, tmp_path):
 
 
 def test_cli_export_of_pickle_weights_is_one_sentence(pickle_model, tmp_path, capsys):
-    from toolchain.cli import main
+    from toolchain.cli.commands import main
 
     assert main(["export", str(pickle_model), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
@@ -188,7 +188,7 @@ def test_cli_export_of_pickle_weights_is_one_sentence(pickle_model, tmp_path, ca
 
 
 def test_safetensors_beside_a_bin_file_are_used(tiny_model, tmp_path):
-    from toolchain.source import resolve
+    from toolchain.export.source import resolve
 
     both = tmp_path / "both"
     shutil.copytree(tiny_model("bert"), both)
@@ -234,7 +234,7 @@ def remote_model(tiny_model, tmp_path, monkeypatch) -> tuple[Path, Path]:
 
 
 def test_export_refuses_remote_code_without_the_flag(remote_model, tmp_path):
-    from toolchain.export import export
+    from toolchain.export.core import export
 
     model, marker = remote_model
     with pytest.raises(SourceError) as err:
@@ -245,7 +245,7 @@ def test_export_refuses_remote_code_without_the_flag(remote_model, tmp_path):
 
 
 def test_cli_export_remote_code_names_the_flag(remote_model, tmp_path, capsys):
-    from toolchain.cli import build_parser, main
+    from toolchain.cli.commands import build_parser, main
 
     assert build_parser().parse_args(["export", "m", "--out", "o"]).trust_remote_code is False
     model, marker = remote_model
@@ -258,7 +258,7 @@ def test_cli_export_remote_code_names_the_flag(remote_model, tmp_path, capsys):
 def test_the_flag_reaches_the_exporter(tiny_model, remote_model, tmp_path, monkeypatch, flag):
     import optimum.exporters.onnx as onnx_exporter
 
-    from toolchain.cli import main
+    from toolchain.cli.commands import main
     from toolchain.runtime.errors import ExportError
 
     seen = []
@@ -273,13 +273,13 @@ def test_the_flag_reaches_the_exporter(tiny_model, remote_model, tmp_path, monke
     assert main(argv) == 2  # the fake exporter's ValueError becomes an ExportError
     assert seen == [flag]
     with pytest.raises(ExportError):
-        from toolchain.export import export
+        from toolchain.export.core import export
 
         export(model, tmp_path / "o", trust_remote_code=flag)
 
 
 def test_reference_runs_remote_code_only_when_trusted(remote_model):
-    from toolchain.validate import Reference
+    from toolchain.export.parity import Reference
 
     model, marker = remote_model
     from toolchain.runtime import ToolchainError
@@ -292,7 +292,7 @@ def test_reference_runs_remote_code_only_when_trusted(remote_model):
 
 
 def test_auto_map_for_a_builtin_model_type_needs_no_flag(tiny_model, tmp_path):
-    from toolchain.source import resolve
+    from toolchain.export.source import resolve
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model("bert"), model)
@@ -310,7 +310,7 @@ def _recipe(folder: Path, source: str) -> "object":
 
 
 def test_recipe_key_trust_remote_code(remote_model, tmp_path):
-    from toolchain.train import _pretrained_dir
+    from toolchain.train.trainer import _pretrained_dir
 
     model, marker = remote_model
     with pytest.raises(SourceError, match="trust_remote_code = true under \\[source\\]"):
@@ -336,7 +336,7 @@ def test_demo_launch_settings_and_a_warning_for_other_hosts(classifier_artifact,
     pytest.importorskip("gradio")
     import gradio as gr
 
-    import toolchain.demo as demo_mod
+    import toolchain.serve.app as demo_mod
 
     launched = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.update(kw))
@@ -355,7 +355,7 @@ def test_demo_launch_settings_and_a_warning_for_other_hosts(classifier_artifact,
 def demo_server(classifier_artifact, tiny_artifact):
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
-    from toolchain.demo import demo
+    from toolchain.serve.app import demo
 
     app = demo([classifier_artifact, tiny_artifact("bert")], port=_free_port(), block=False, progress=lambda m: None)
     try:
@@ -405,7 +405,7 @@ def test_demo_raw_api_errors_leak_nothing(demo_server):
 def test_demo_rejects_an_upload_over_the_limit(demo_server):
     import httpx
 
-    import toolchain.demo as demo_mod
+    import toolchain.serve.app as demo_mod
 
     app, _ = demo_server
     limit = int(demo_mod.MAX_FILE_SIZE.removesuffix("mb")) * 1024 * 1024
@@ -415,7 +415,7 @@ def test_demo_rejects_an_upload_over_the_limit(demo_server):
 
 
 def test_demo_limits_input_length(demo_server):
-    import toolchain.demo as demo_mod
+    import toolchain.serve.app as demo_mod
 
     _, client = demo_server
     too_many = "\n".join(f"sentence {i}" for i in range(demo_mod.MAX_SENTENCES + 1))
@@ -460,7 +460,7 @@ def test_recipe_paths_inside_and_absolute_ones_are_allowed(recipe_in, tmp_path, 
 
 
 def test_a_recipe_whose_data_climbs_out_fails_in_train(recipe_in, tmp_path, tiny_model):
-    from toolchain.train import train
+    from toolchain.train.trainer import train
 
     text = recipe_in.path.read_text().replace('pretrained = "x"', f'pretrained = "{tiny_model("bert", "text-classification")}"')
     recipe_in.path.write_text(text.replace('path = "train.tsv"', 'path = "../outside.tsv"'))

@@ -33,7 +33,7 @@ def test_blocker_really_blocks():
 def test_import_and_run_without_torch(minilm_artifact):
     proc = _run(
         f"""
-        import toolchain, toolchain.runtime, toolchain.cli
+        import toolchain, toolchain.runtime, toolchain.cli.commands
         from toolchain.runtime import load, ToolchainError
         m = load({str(minilm_artifact)!r})
         v = m.embed(["a sentence", "another, longer sentence than the first"])
@@ -50,7 +50,7 @@ def test_import_and_run_without_torch(minilm_artifact):
 def test_cli_run_and_info_without_torch(minilm_artifact):
     proc = _run(
         f"""
-        from toolchain.cli import main
+        from toolchain.cli.commands import main
         assert main(["info", {str(minilm_artifact)!r}]) == 0
         assert main(["run", {str(minilm_artifact)!r}, "hello", "world"]) == 0
         """
@@ -62,7 +62,7 @@ def test_cli_run_and_info_without_torch(minilm_artifact):
 def test_export_without_torch_says_what_to_install(tiny_model, tmp_path):
     proc = _run(
         f"""
-        from toolchain.cli import main
+        from toolchain.cli.commands import main
         raise SystemExit(main(["export", "{tiny_model('bert')}", "--out", "{tmp_path}/x"]))
         """
     )

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import classifier_recipe
 
-from toolchain.recipe import load_recipe
+from toolchain.train.recipe import load_recipe
 from toolchain.runtime import ToolchainError
-from toolchain.train import train
+from toolchain.train.trainer import train
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 TRAINED = sorted(p for p in MODELS.glob("*.toml") if load_recipe(p).train or load_recipe(p).pretrain)
@@ -23,7 +23,7 @@ RECIPE = classifier_recipe("{model}", "{train}")
 def test_every_training_recipe_smoke_trains_loads_and_exports(path, tmp_path):
     import transformers
 
-    from toolchain.export import export
+    from toolchain.export.core import export
 
     recipe = load_recipe(path)
     result = train(path, out=tmp_path / "model", smoke=True)
@@ -88,7 +88,7 @@ def test_label_names_are_accepted(recipe_dir, tmp_path):
 
 
 def test_interrupted_training_resumes_from_checkpoint(recipe_dir, tmp_path, monkeypatch):
-    import toolchain.train as tr
+    import toolchain.train.trainer as tr
 
     real = tr._progress_callback
 

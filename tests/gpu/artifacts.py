@@ -16,7 +16,7 @@ def _variants(art: Path) -> dict:
 
 
 def minilm(work: Path) -> Path:
-    from toolchain.export import export
+    from toolchain.export.core import export
 
     art = Path(work) / "minilm"
     if "fp32" not in _variants(art):
@@ -26,7 +26,7 @@ def minilm(work: Path) -> Path:
 
 def with_fp16(art: Path) -> Path:
     """Add the fp16 variant (gated against fp32 like every variant) unless it is there already."""
-    from toolchain.quantize import quantize
+    from toolchain.variants.quantize import quantize
 
     if "fp16" not in _variants(art):
         quantize(art, "fp16", limit=GATE_TEXTS)
@@ -38,7 +38,7 @@ def decoder(work: Path, exporter: str = "optimum") -> tuple[Path, Path]:
     (optimum's trace, or ONNX Runtime GenAI's builder whose GroupQueryAttention runs fp16 on CUDA)."""
     import importlib.util
 
-    from toolchain.export import export
+    from toolchain.export.core import export
 
     # tests/conftest.py, by path (the module name 'conftest' may be another one's): the CPU suite's tiny decoders
     spec = importlib.util.spec_from_file_location("toolchain_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py")

@@ -28,7 +28,7 @@ DECODER_BATCHES = (1, 8)
 
 def run_bench(work: Path, runs: int) -> None:
     from gpu.artifacts import decoder, minilm, with_fp16
-    from toolchain.bench import bench, format_table
+    from toolchain.bench.core import bench, format_table
     from toolchain.runtime import load
 
     out = work / "bench"

@@ -26,7 +26,7 @@ def cuda_skip_reason() -> str | None:
     if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from pip's nvidia-* packages; prints what it cannot find
         with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
             ort.preload_dlls()
-    from toolchain.cuda_bench import cuda_unusable
+    from toolchain.bench.cuda import cuda_unusable
 
     reason = cuda_unusable()
     return f"ONNX Runtime cannot use CUDA here: {reason}" if reason else None

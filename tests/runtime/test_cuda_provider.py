@@ -358,7 +358,7 @@ def test_text_generation_on_another_gpu_is_refused(tmp_path):
 def test_this_machine_auto_and_cuda(tiny_artifact, private_tmp):
     """Here (no GPU) auto runs on CPU with placement not applicable and leaves no profile behind."""
     if ort.get_device() == "GPU" and CUDA in ort.get_available_providers():
-        from toolchain.cuda_bench import cuda_unusable
+        from toolchain.bench.cuda import cuda_unusable
 
         if cuda_unusable() is None:
             pytest.skip("CUDA works here: tests/gpu covers this machine")

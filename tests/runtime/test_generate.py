@@ -134,7 +134,7 @@ def test_generate_is_thread_safe(llama):
 
 
 def test_cli_run_generates(tiny_decoder, capsys):
-    from toolchain.cli import main
+    from toolchain.cli.commands import main
 
     _, art = tiny_decoder("llama")
     assert main(["run", str(art), "the film", "--max-new-tokens", "6"]) == 0

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifact import add_variant, link_into, writes_into
-from .bench import measure_variants, record_latency
-from .data import TextSet, read_texts
-from .gate import GateResult, judge
-from .hardware import Preset, preset_for
-from .runtime.errors import ToolchainError
-from .runtime.manifest import REFERENCE_VARIANT, Variant, read_manifest, sha256_file
-from .runtime.model import load
+from toolchain.artifact.atomic import add_variant, link_into, writes_into
+from toolchain.bench.core import measure_variants, record_latency
+from toolchain.data.texts import TextSet, read_texts
+from toolchain.variants.gate import GateResult, judge
+from toolchain.variants.hardware import Preset, preset_for
+from toolchain.runtime.errors import ToolchainError
+from toolchain.runtime.manifest import REFERENCE_VARIANT, Variant, read_manifest, sha256_file
+from toolchain.runtime.model import load
 
 CALIB_BATCH = 8
 SAME_SPEED = 1.03  # candidates within 3% of the fastest count as equally fast

@@ -16,14 +16,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
-from .artifact import atomic_dir, write_json
-from . import genai_export
-from .runtime.errors import ExportError, ParityError, ToolchainError
-from .runtime.manifest import MANIFEST, REFERENCE_VARIANT, SCHEMA_VERSION, sha256_file
-from .runtime.tasks import task_spec
-from .source import Source, import_optional, resolve
-from .validate import Reference, check_variant, raise_misses
+from toolchain import __version__
+from toolchain.artifact.atomic import atomic_dir, write_json
+from toolchain.export import genai as genai_export
+from toolchain.runtime.errors import ExportError, ParityError, ToolchainError
+from toolchain.runtime.manifest import MANIFEST, REFERENCE_VARIANT, SCHEMA_VERSION, sha256_file
+from toolchain.runtime.tasks import task_spec
+from toolchain.export.source import Source, import_optional, resolve
+from toolchain.export.parity import Reference, check_variant, raise_misses
 
 log = logging.getLogger("toolchain.export")
 

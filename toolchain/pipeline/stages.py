@@ -10,17 +10,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .bench import bench
-from .data import TextSet, read_split, read_texts
-from .export import export
-from .optimize import optimize
-from .quantize import quantize
-from .recipe import Recipe, load_recipe
-from .runtime.errors import ToolchainError
-from .runtime.manifest import REFERENCE_VARIANT, read_manifest
-from .runtime.model import load
-from .train import HELD_OUT, default_out, train
-from .validate import validate
+from toolchain.bench.core import bench
+from toolchain.data.texts import TextSet, read_split, read_texts
+from toolchain.export.core import export
+from toolchain.variants.optimize import optimize
+from toolchain.variants.quantize import quantize
+from toolchain.train.recipe import Recipe, load_recipe
+from toolchain.runtime.errors import ToolchainError
+from toolchain.runtime.manifest import REFERENCE_VARIANT, read_manifest
+from toolchain.runtime.model import load
+from toolchain.train.trainer import HELD_OUT, default_out, train
+from toolchain.variants.validate import validate
 
 SMOKE_BENCH = {"batches": (1,), "seqs": (16,), "runs": 3, "real": False}
 FULL_BENCH = {"batches": (1, 32), "seqs": (128,), "runs": 20, "real": True}

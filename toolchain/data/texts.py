@@ -9,11 +9,11 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runtime.errors import ToolchainError
+from toolchain.runtime.errors import ToolchainError
 
 TEXT_COLUMNS = ("sentence", "content", "text")
 LABEL_COLUMNS = ("label",)
-REPO_DATA = Path(__file__).resolve().parents[1] / "models" / "data"
+REPO_DATA = Path(__file__).resolve().parents[2] / "models" / "data"
 DEFAULT_EVAL = REPO_DATA / "sst2" / "dev.tsv"
 
 

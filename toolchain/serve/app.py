@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .runtime import InputError, Manifest, Model, ToolchainError, load
+from toolchain.runtime import InputError, Manifest, Model, ToolchainError, load
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 try:
@@ -465,11 +465,11 @@ def _default_artifact(progress: Callable[[str], None]) -> Path:
         return DEFAULT_DIR
     recipe = Path(DEFAULT_RECIPE)
     if not recipe.is_file():
-        recipe = Path(__file__).resolve().parents[1] / DEFAULT_RECIPE
+        recipe = Path(__file__).resolve().parents[2] / DEFAULT_RECIPE
     progress(f"{DEFAULT_DIR} is missing: building it from {recipe} first (export, quantize, validate, bench; "
              "a few minutes)")
     try:
-        from .build import build  # the only non-runtime import, and only here
+        from toolchain.pipeline.stages import build  # the only non-runtime import, and only here
     except ImportError as exc:
         raise ToolchainError(f"{DEFAULT_DIR} is missing and building it needs the export extra ({exc.name} is not "
                              "installed): pip install -e '.[export]', or pass an artifact DIR.") from None

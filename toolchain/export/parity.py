@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from .runtime.errors import ParityError, SourceError
-from .runtime.manifest import read_manifest
-from .runtime.model import load
-from .runtime.tasks import task_spec
+from toolchain.runtime.errors import ParityError, SourceError
+from toolchain.runtime.manifest import read_manifest
+from toolchain.runtime.model import load
+from toolchain.runtime.tasks import task_spec
 
 # Uneven lengths on purpose (one word to past the model's maximum) so padding and truncation bugs show.
 PARITY_TEXTS = [
@@ -55,7 +55,7 @@ class Reference:
         path = Path(source_path)
         if not (path / "config.json").is_file():
             raise SourceError(f"the PyTorch source {path} is gone; parity needs it, re-export from an existing model dir.")
-        from .source import _read_json, needs_remote_code
+        from toolchain.export.source import _read_json, needs_remote_code
 
         if not trust_remote_code and needs_remote_code(_read_json(path / "config.json")):
             raise SourceError(f"the PyTorch source {path} runs its own Python code (config.json auto_map); pass "
@@ -152,58 +152,3 @@ def raise_misses(results: list[ParityResult], root: Path) -> None:
             for r in misses
         ]
         raise ParityError(f"{root} does not match PyTorch: " + "; ".join(parts) + ".")
-
-
-@dataclass
-class Check:
-    """One variant's verdict: parity against PyTorch (exact variants) or the gate against fp32 (lossy ones)."""
-
-    variant: str
-    kind: str  # "parity" or "gate"
-    passed: bool
-    summary: str
-
-
-def _parity_check(r: ParityResult) -> Check:
-    summary = f"max |onnx - torch| = {r.max_abs_diff:.3g} (tolerance {r.atol:g}), token ids match: {r.tokens_match}"
-    return Check(r.variant, "parity", r.passed, summary)
-
-
-def validate(artifact: str | Path, variants: list[str] | None = None, data: str | Path | None = None,
-             trust_remote_code: bool = False) -> list[Check]:
-    """Re-check every variant (or the named ones) and raise ParityError listing every miss.
-
-    Variants exported or rewritten losslessly (their tolerance is an ``atol``) are compared with PyTorch;
-    quantized ones re-run their gate against fp32 on DATA (default: the data they were gated on).
-    """
-    from .data import read_texts
-    from .gate import judge
-    from .source import Source
-
-    root = Path(artifact)
-    manifest = read_manifest(root)
-    source = manifest.data.get("source") or {}
-    path = Path(source.get("path", ""))
-    if path.is_dir() and source.get("weights_sha256"):
-        now, _ = Source(str(path), path, source.get("kind", "transformers")).weights_sha256()
-        if now != source["weights_sha256"]:
-            raise SourceError(f"the weights in {path} changed since {root} was exported; re-export before validating.")
-    names = variants or list(manifest.variants)
-    for name in names:
-        manifest.variant(name)  # unknown names fail before any work
-    reference, fp32_outputs, checks = None, {}, []
-    for name in names:
-        v = manifest.variant(name)
-        if "atol" in v.tolerance or name == "fp32":
-            reference = reference or Reference(path, manifest.task, trust_remote_code=trust_remote_code)
-            atol = float(v.tolerance.get("atol", task_spec(manifest.task).atol))
-            checks.append(_parity_check(check_variant(root, name, reference, atol)))
-            continue
-        texts = read_texts(data or v.metrics.get("gate", {}).get("data"), limit=v.metrics.get("gate", {}).get("texts"))
-        result, fp32_outputs[texts.path] = judge(manifest, name, texts, v.tolerance.get("max_drop"),
-                                                 fp32_outputs.get(texts.path))
-        checks.append(Check(name, "gate", result.passed, result.summary))
-    misses = [c for c in checks if not c.passed]
-    if misses:
-        raise ParityError(f"{root}: " + "; ".join(f"{c.variant} misses its {c.kind} check ({c.summary})" for c in misses) + ".")
-    return checks

@@ -10,7 +10,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runtime.errors import ToolchainError
+from toolchain.runtime.errors import ToolchainError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .runtime.manifest import Manifest
+from toolchain.runtime.manifest import Manifest
 
 PROMPT = "ROMEO:\nWhat light through yonder window breaks? It is the east, and"
 
@@ -30,9 +30,9 @@ def _rate(run: Callable[[], tuple[int, float]], runs: int) -> dict[str, Any]:
 
 def onnx_child(job: dict[str, Any]) -> dict[str, Any]:
     """The torch-free runtime's generate loop (spawned child)."""
-    from .bench import _peak_rss_mb
-    from .runtime.generate import Sampling
-    from .runtime.model import load
+    from toolchain.bench.core import _peak_rss_mb
+    from toolchain.runtime.generate import Sampling
+    from toolchain.runtime.model import load
 
     model = load(job["root"], variant=job["variant"], provider=job["provider"], threads=job["threads"],
                  cuda=job.get("cuda"))
@@ -53,7 +53,7 @@ def torch_child(job: dict[str, Any]) -> dict[str, Any]:
     import torch
     import transformers
 
-    from .bench import _peak_rss_mb
+    from toolchain.bench.core import _peak_rss_mb
 
     torch.set_num_threads(job["threads"])
     tok = transformers.AutoTokenizer.from_pretrained(job["source"])
@@ -69,7 +69,7 @@ def optimum_child(job: dict[str, Any]) -> dict[str, Any]:
     import transformers
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    from .bench import _peak_rss_mb
+    from toolchain.bench.core import _peak_rss_mb
 
     tok = transformers.AutoTokenizer.from_pretrained(job["source"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,8 +105,8 @@ def bench_generate(manifest: Manifest, variants: list[str], batches: tuple[int, 
 
     On CUDA the baselines are transformers' generate() on the GPU in fp32 and fp16 (optimum's CPU session
     would be no comparison there)."""
-    from .bench import _in_child
-    from .cuda_bench import TORCH_BASELINES, torch_generate_child
+    from toolchain.bench.core import _in_child
+    from toolchain.bench.cuda import TORCH_BASELINES, torch_generate_child
 
     job = {"root": str(manifest.root), "provider": provider, "threads": threads, "runs": max(1, min(runs, 30)),
            "batches": list(batches), "new_tokens": new_tokens, "source": (manifest.data.get("source") or {}).get("path"),

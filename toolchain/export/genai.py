@@ -23,8 +23,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .runtime.errors import ExportError
-from .source import Source, import_optional
+from toolchain.runtime.errors import ExportError
+from toolchain.export.source import Source, import_optional
 
 # Hugging Face architectures the builder writes (the ones it handles as plain causal LMs).
 ARCHITECTURES = frozenset({

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from .runtime.errors import ToolchainError
-from .runtime.tasks import TASKS
+from toolchain.runtime.errors import ToolchainError
+from toolchain.runtime.tasks import TASKS
 
 KNOWN_ARCHITECTURES = ("bert", "distilbert", "roberta", "llama", "gpt2")
 

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifact import atomic_dir, writing
-from .data import read_split
-from .recipe import Recipe, RecipeError, Split, Training, load_recipe
-from .source import import_optional, resolve
+from toolchain.artifact.atomic import atomic_dir, writing
+from toolchain.data.texts import read_split
+from toolchain.train.recipe import Recipe, RecipeError, Split, Training, load_recipe
+from toolchain.export.source import import_optional, resolve
 
 HELD_OUT = "heldout.txt"  # language models: the validation text, for the quantization gate
 SMOKE = {"examples": 64, "dev": 32, "steps": 3, "batch": 8, "max_length": 32}

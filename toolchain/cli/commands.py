@@ -14,7 +14,7 @@ import sys
 import textwrap
 from typing import Any, Callable
 
-from .runtime.errors import ToolchainError
+from toolchain.runtime.errors import ToolchainError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -42,7 +42,7 @@ def _say(msg: str) -> None:
 
 @command
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export
+    from toolchain.export.core import export
 
     manifest = export(args.model, args.out, task=args.task, opset=args.opset, atol=args.atol, progress=_say,
                       trust_remote_code=args.trust_remote_code, exporter=args.exporter)
@@ -58,7 +58,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 @command
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .validate import validate
+    from toolchain.variants.validate import validate
 
     checks = validate(args.dir, variants=args.variant or None, data=args.data, trust_remote_code=args.trust_remote_code)
     for c in checks:
@@ -80,7 +80,7 @@ def _print_embeddings(texts: list[str], vectors: Any) -> None:
 
 @command
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runtime import load
+    from toolchain.runtime import load
 
     model = load(args.dir, variant=args.variant, provider=args.provider, cuda=_cuda_options(args))
     method = model.task.method
@@ -115,7 +115,7 @@ PRINTERS = {"embed": _print_embeddings, "classify": _print_labels, "generate": _
 
 @command
 def cmd_info(args: argparse.Namespace) -> int:
-    from .runtime.manifest import read_manifest
+    from toolchain.runtime.manifest import read_manifest
 
     m = read_manifest(args.dir)
     for name in m.variants:  # a damaged artifact is refused here as load() refuses it (sha256, paths)
@@ -174,7 +174,7 @@ def _port(text: str) -> int:
 
 @command
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from .quantize import quantize
+    from toolchain.variants.quantize import quantize
 
     r = quantize(args.dir, args.mode, calib=args.calib, max_drop=args.max_drop, target=args.target,
                  limit=args.limit, progress=_say)
@@ -191,7 +191,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 @command
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from .optimize import optimize
+    from toolchain.variants.optimize import optimize
 
     rows = optimize(args.dir, base=args.base, rewrites=args.rewrite, calib=args.calib, max_drop=args.max_drop,
                     progress=_say)
@@ -216,7 +216,7 @@ def _add_cuda_arguments(p: argparse.ArgumentParser) -> None:
 
 @command
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench, format_table
+    from toolchain.bench.core import bench, format_table
 
     report = bench(args.dir, variants=args.variants, batches=args.batch, seqs=args.seq, provider=args.provider,
                    vs_pytorch=args.vs_pytorch, real=not args.no_real, runs=args.runs, threads=args.threads,
@@ -227,7 +227,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 @command
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from toolchain.train.trainer import train
 
     result = train(args.recipe, out=args.out, smoke=args.smoke, progress=_say)
     fine = result.metrics.get("finetune", {})
@@ -246,7 +246,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @command
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import build, format_summary
+    from toolchain.pipeline.stages import build, format_summary
 
     summary = build(args.recipe, out=args.out, smoke=args.smoke, retrain=args.retrain, progress=_say)
     print(format_summary(summary))
@@ -255,7 +255,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 @command
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import demo
+    from toolchain.serve.app import demo
 
     demo(args.dirs, host=args.host, port=args.port, progress=_say)
     print("demo stopped")
@@ -294,8 +294,8 @@ EXAMPLES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .runtime.tasks import TASKS
-    from .source import DEFAULT_MODEL
+    from toolchain.runtime.tasks import TASKS
+    from toolchain.export.source import DEFAULT_MODEL
 
     parser = Parser(
         prog="toolchain",
@@ -346,9 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0, help="text generation: nucleus sampling threshold")
     p.add_argument("--seed", type=int, default=None, help="text generation: seed for sampling")
 
-    from .hardware import PRESETS
-    from .quantize import MODES
-    from .optimize import REWRITES
+    from toolchain.variants.hardware import PRESETS
+    from toolchain.variants.quantize import MODES
+    from toolchain.variants.optimize import REWRITES
 
     p = add("quantize", "add a quantized variant, gated against fp32 on real data")
     p.add_argument("dir")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .runtime.errors import ToolchainError
-from .runtime.providers import CudaOptions, CudaStartError, cuda_problem, session_providers
+from toolchain.runtime.errors import ToolchainError
+from toolchain.runtime.providers import CudaOptions, CudaStartError, cuda_problem, session_providers
 
 # PyTorch rows per provider: (row name, dtype). On CUDA fp16 eager is what the fp16 variant competes with.
 TORCH_BASELINES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -75,8 +75,8 @@ def torch_generate_child(job: dict[str, Any]) -> dict[str, Any]:
     import torch
     import transformers
 
-    from .bench import _peak_rss_mb
-    from .bench_generate import PROMPT, _rate
+    from toolchain.bench.core import _peak_rss_mb
+    from toolchain.bench.decoder import PROMPT, _rate
 
     device = torch_device(torch, job)
     dtype = torch.float16 if job.get("dtype") == "fp16" else torch.float32

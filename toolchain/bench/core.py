@@ -20,11 +20,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .artifact import update_manifest, write_json
-from .data import read_texts
-from .runtime.errors import ToolchainError
-from .runtime.manifest import Manifest, read_manifest
-from .runtime.model import open_variant
+from toolchain.artifact.atomic import update_manifest, write_json
+from toolchain.data.texts import read_texts
+from toolchain.runtime.errors import ToolchainError
+from toolchain.runtime.manifest import Manifest, read_manifest
+from toolchain.runtime.model import open_variant
 
 PROVIDERS = ("cpu", "cuda")
 REAL_TEXTS = 256
@@ -104,7 +104,7 @@ def _best_pass(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _onnx_child(job: dict[str, Any]) -> dict[str, Any]:
     """Bench one variant with the torch-free runtime (runs in a spawned child)."""
-    from .runtime.model import load
+    from toolchain.runtime.model import load
 
     model = load(job["root"], variant=job["variant"], provider=job["provider"], batch_size=REAL_BATCH,
                  threads=job["threads"], cuda=job.get("cuda"))
@@ -121,7 +121,7 @@ def _torch_child(job: dict[str, Any]) -> dict[str, Any]:
     import torch
     import transformers
 
-    from .cuda_bench import torch_device
+    from toolchain.bench.cuda import torch_device
 
     torch.set_num_threads(job["threads"])
     device = torch_device(torch, job)  # raises where CUDA was asked for and torch cannot use it
@@ -268,8 +268,8 @@ def bench(artifact, variants=None, batches=(1, 8, 32), seqs=(16, 128), provider=
 
     provider="cuda" refuses at once where CUDA cannot start, and adds PyTorch fp16 eager on the GPU;
     cuda: CudaOptions or a dict of its fields (device_id, gpu_mem_limit, ...)."""
-    from .cuda_bench import TORCH_BASELINES, require_cuda
-    from .runtime.providers import CudaOptions
+    from toolchain.bench.cuda import TORCH_BASELINES, require_cuda
+    from toolchain.runtime.providers import CudaOptions
 
     manifest = read_manifest(artifact)
     cuda = CudaOptions.coerce(cuda).to_dict()
@@ -315,7 +315,7 @@ def bench(artifact, variants=None, batches=(1, 8, 32), seqs=(16, 128), provider=
 def _bench_decoder(manifest, variants, batches, provider, runs, threads, vs_pytorch, json_path, chart_path, progress,
                    cuda=None):
     """Decoders: ms per generated token, tokens/s and time to first token (batch 1 and 8 by default)."""
-    from .bench_generate import bench_generate
+    from toolchain.bench.decoder import bench_generate
 
     batches = tuple(b for b in _positive_ints("batches", batches, "1,8") if b <= 64) or (1,)
     settings = _settings(manifest, variants, batches, (1,), provider, runs, threads)
@@ -341,7 +341,7 @@ def _bench_decoder(manifest, variants, batches, provider, runs, threads, vs_pyto
 
 
 def _task(manifest: Manifest):
-    from .runtime.tasks import task_spec
+    from toolchain.runtime.tasks import task_spec
 
     return task_spec(manifest.task)
 
@@ -380,8 +380,8 @@ def measure_variants(manifest: Manifest, names: list[str], batch: int = REFERENC
     (whole blocks, not single calls: alternating every call would evict each model's weights from cache)."""
     models = {n: open_variant(manifest, n, provider=provider, threads=threads) for n in names}
     if _task(manifest).method == "generate":  # decoders: ms per generated token, as bench reports them
-        from .bench_generate import PROMPT
-        from .runtime.generate import Sampling
+        from toolchain.bench.decoder import PROMPT
+        from toolchain.runtime.generate import Sampling
 
         seq = min(32, manifest.max_length // 2)
 

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .runtime.errors import ArtifactError, ToolchainError
-from .runtime.manifest import MANIFEST
+from toolchain.runtime.errors import ArtifactError, ToolchainError
+from toolchain.runtime.manifest import MANIFEST
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -341,7 +341,7 @@ def locked(root: Path) -> Iterator[None]:
 
 def update_manifest(root: str | Path, change) -> dict[str, Any]:
     """Apply ``change(data)`` to manifest.json under the artifact's lock and write it atomically."""
-    from .runtime.manifest import read_manifest
+    from toolchain.runtime.manifest import read_manifest
 
     root = Path(root)
     with locked(root):
@@ -357,7 +357,7 @@ def add_variant(root: str | Path, name: str, built: Path, entry: dict[str, Any])
     The file gets a name no current variant uses, the manifest is swapped in one step, and only
     then is a replaced variant's old file removed, so a kill at any point leaves a loadable artifact.
     """
-    from .runtime.manifest import REFERENCE_VARIANT, read_manifest, sha256_file
+    from toolchain.runtime.manifest import REFERENCE_VARIANT, read_manifest, sha256_file
 
     root = Path(root)
     if name == REFERENCE_VARIANT:

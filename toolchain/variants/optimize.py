@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifact import add_variant, update_manifest
-from .bench import measure_variants, record_latency
-from .data import read_texts
-from .gate import judge
-from .runtime.errors import ToolchainError
-from .runtime.manifest import REFERENCE_VARIANT, Manifest, Variant, read_manifest, sha256_file
+from toolchain.artifact.atomic import add_variant, update_manifest
+from toolchain.bench.core import measure_variants, record_latency
+from toolchain.data.texts import read_texts
+from toolchain.variants.gate import judge
+from toolchain.runtime.errors import ToolchainError
+from toolchain.runtime.manifest import REFERENCE_VARIANT, Manifest, Variant, read_manifest, sha256_file
 
 MIN_SPEEDUP = 1.05  # faster by at least 5% at batch 1 x 128 tokens, or it is not kept
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .runtime.errors import SourceError
-from .runtime.manifest import sha256_file
+from toolchain.runtime.errors import SourceError
+from toolchain.runtime.manifest import sha256_file
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack")
 # Weight formats that torch.load unpickles (and so can run code): refused unless safetensors sit beside them.

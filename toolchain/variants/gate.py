@@ -11,11 +11,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .data import TextSet
-from .runtime.errors import ToolchainError
-from .runtime.manifest import REFERENCE_VARIANT, Manifest
-from .runtime.tasks import task_spec
-from .runtime.model import open_variant
+from toolchain.data.texts import TextSet
+from toolchain.runtime.errors import ToolchainError
+from toolchain.runtime.manifest import REFERENCE_VARIANT, Manifest
+from toolchain.runtime.tasks import task_spec
+from toolchain.runtime.model import open_variant
 
 
 @dataclass

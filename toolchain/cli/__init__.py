@@ -1,0 +1,5 @@
+"""cli: the `toolchain` command. Entry: main()."""
+
+from toolchain.cli.commands import main
+
+__all__ = ["main"]

@@ -1,0 +1,5 @@
+"""serve: the Gradio demo over the public runtime API. Entry: demo()."""
+
+from toolchain.serve.app import demo
+
+__all__ = ["demo"]
