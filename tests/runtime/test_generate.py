@@ -15,7 +15,7 @@ def llama(tiny_decoder, request):
     buffer updated in place) and gpt2 through optimum (left-padded, past and present in two buffers)."""
     src, art = tiny_decoder(request.param)
     model = load(art, provider="cpu")
-    assert model._generator.shared_kv == (request.param == "llama")
+    assert model.generator.shared_kv == (request.param == "llama")
     return src, model
 
 

@@ -382,8 +382,8 @@ def test_huge_batch_runs_in_bounded_batches(tiny_artifact, classifier_artifact, 
 def test_huge_prompt_list_generates_in_bounded_batches(tiny_decoder):
     model = load(tiny_decoder("llama")[1], provider="cpu", batch_size=16)
     rows = []
-    run = model._generator.run
-    model._generator.run = lambda prompts, *a, **k: (rows.append(len(prompts)), run(prompts, *a, **k))[1]
+    run = model.generator.run
+    model.generator.run = lambda prompts, *a, **k: (rows.append(len(prompts)), run(prompts, *a, **k))[1]
     prompts_ = [t or "x" for t in huge_batch(1000)]
     out, err = call(lambda: model.generate(prompts_, max_new_tokens=2))
     assert err is None and len(out) == 1000 and all(isinstance(t, str) for t in out)

@@ -8,6 +8,7 @@ which ``load(variant="auto")`` reads to pick the fastest passed variant.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -247,7 +248,7 @@ def _real_texts(notes: list[str]) -> list[str]:
 
 
 def _source(manifest: Manifest, notes: list[str]) -> Path | None:
-    path = (manifest.data.get("source") or {}).get("path")
+    path = manifest.source.path
     if not path or not Path(path).is_dir():
         notes.append(f"PyTorch skipped: the source model directory {path or '(not recorded)'} is gone; "
                      "re-export from an available source to compare.")
@@ -256,7 +257,7 @@ def _source(manifest: Manifest, notes: list[str]) -> Path | None:
 
 
 def _source_bytes(manifest: Manifest, src: Path) -> int:
-    files = [src / w for w in (manifest.data.get("source") or {}).get("weights", [])]
+    files = [src / w for w in manifest.source.weights]
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
@@ -349,7 +350,7 @@ def _task(manifest: Manifest):
 def _pooling(manifest: Manifest) -> dict[str, Any] | None:
     if _task(manifest).method != "embed":
         return None
-    return manifest.data.get("pooling") or {"mode": "mean", "normalize": True}
+    return dataclasses.asdict(manifest.pooling)
 
 
 def _report(manifest: Manifest, settings: Settings, rows: dict[str, dict[str, Any]], notes: list[str]) -> dict:
@@ -387,7 +388,7 @@ def measure_variants(manifest: Manifest, names: list[str], batch: int = REFERENC
 
         def call(model):
             stats: dict[str, Any] = {}
-            for _ in model._generator.run([PROMPT] * batch, Sampling(max_new_tokens=seq), stats):
+            for _ in model.generator.run([PROMPT] * batch, Sampling(max_new_tokens=seq), stats):
                 pass
             return stats.get("steps", seq)
     else:

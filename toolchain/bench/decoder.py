@@ -40,7 +40,7 @@ def onnx_child(job: dict[str, Any]) -> dict[str, Any]:
     for batch in job["batches"]:
         def run():
             stats: dict[str, Any] = {}
-            for _ in model._generator.run([PROMPT] * batch, Sampling(max_new_tokens=job["new_tokens"]), stats):
+            for _ in model.generator.run([PROMPT] * batch, Sampling(max_new_tokens=job["new_tokens"]), stats):
                 pass
             return stats.get("steps", 0), stats.get("first_token_s", 0.0)
 
@@ -109,7 +109,7 @@ def bench_generate(manifest: Manifest, variants: list[str], batches: tuple[int, 
     from toolchain.bench.cuda import TORCH_BASELINES, torch_generate_child
 
     job = {"root": str(manifest.root), "provider": provider, "threads": threads, "runs": max(1, min(runs, 30)),
-           "batches": list(batches), "new_tokens": new_tokens, "source": (manifest.data.get("source") or {}).get("path"),
+           "batches": list(batches), "new_tokens": new_tokens, "source": manifest.source.path,
            "cuda": cuda}
     engines: list[tuple[str, Callable, dict[str, Any]]] = [(n, onnx_child, {"variant": n}) for n in variants]
     if vs_pytorch and job["source"] and Path(job["source"]).is_dir() and provider == "cuda":

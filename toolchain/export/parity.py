@@ -108,7 +108,7 @@ def _greedy_parity(model, variant: str, reference: Reference, atol: float) -> Pa
     """Decoders: greedy continuations equal PyTorch's token for token (one prompt at a time and as one
     left-padded uneven batch), prompt logits within atol, and the same prompt token ids."""
     torch = reference.torch
-    gen = model._generator
+    gen = model.generator
     pad = reference.tokenizer.pad_token_id if reference.tokenizer.pad_token_id is not None else gen.pad_id
     n_new = min(GEN_TOKENS, max(1, gen.context // 4))
     room = gen.context - n_new  # prompts keep their last `room` tokens, as the runtime does
@@ -126,7 +126,7 @@ def _greedy_parity(model, variant: str, reference: Reference, atol: float) -> Pa
         theirs.append(reference.tokenizer.decode(new[:eos], skip_special_tokens=True))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a prompt longer than a tiny context is cut on purpose
-            ids, mask = gen._prompt_ids([prompt], n_new)
+            ids, mask = gen.prompt_ids([prompt], n_new)
         ours_ids.append(ids[0].tolist())
         if ids.shape == ids_t.shape:
             diff = max(diff, float(np.abs(gen.prompt_logits(ids, mask) - torch_logits).max()))

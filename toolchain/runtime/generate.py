@@ -178,7 +178,7 @@ class Generator:
 
         started = time.perf_counter()
         stats = {} if stats is None else stats
-        ids, mask = self._prompt_ids(prompts, s.max_new_tokens)
+        ids, mask = self.prompt_ids(prompts, s.max_new_tokens)
         batch, width = ids.shape
         lengths = mask.sum(axis=1)
         right = self.padding_side == "right"
@@ -241,7 +241,7 @@ class Generator:
             if piece:
                 yield i, piece
 
-    def _prompt_ids(self, prompts: list[str], max_new: int) -> tuple[np.ndarray, np.ndarray]:
+    def prompt_ids(self, prompts: list[str], max_new: int) -> tuple[np.ndarray, np.ndarray]:
         """Padded prompt ids and mask (on the side the graph wants); prompts longer than the context
         allows keep their end."""
         if max_new >= self.context:

@@ -78,6 +78,39 @@ class Variant:
                          for p, t in self.latency.items() if isinstance(t, dict) and "p50_ms" in t) or "not benched"
 
 
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where the artifact came from: the PyTorch model it was exported from."""
+
+    path: str = ""  # the local model directory (parity and bench re-load PyTorch from it)
+    model: str = ""  # the name the user gave (hub id or path)
+    kind: str = "transformers"  # transformers | sentence-transformers
+    architecture: str = ""
+    model_type: str = ""
+    weights: tuple[str, ...] = ()  # weight files, relative to path
+    weights_sha256: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "SourceInfo":
+        d = data or {}
+        return cls(path=str(d.get("path") or ""), model=str(d.get("model") or ""), kind=str(d.get("kind") or "transformers"),
+                   architecture=str(d.get("architecture") or ""), model_type=str(d.get("model_type") or ""),
+                   weights=tuple(d.get("weights") or ()), weights_sha256=str(d.get("weights_sha256") or ""))
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """How token states become one sentence vector (feature-extraction)."""
+
+    mode: str = "mean"  # mean | cls | max
+    normalize: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Pooling":
+        d = data or {}
+        return cls(mode=str(d.get("mode", "mean")), normalize=bool(d.get("normalize", True)))
+
+
 @dataclass
 class Manifest:
     """The parsed manifest.json of an artifact directory."""
@@ -94,6 +127,27 @@ class Manifest:
     @property
     def max_length(self) -> int:
         return int(self.data["max_length"])
+
+    @property
+    def source(self) -> SourceInfo:
+        return SourceInfo.from_dict(self.data.get("source"))
+
+    @property
+    def pooling(self) -> Pooling:
+        return Pooling.from_dict(self.data.get("pooling"))
+
+    @property
+    def exporter(self) -> str:
+        return str(self.data.get("exporter") or "optimum")
+
+    @property
+    def opset(self) -> int | None:
+        return self.data.get("opset")
+
+    @property
+    def bench(self) -> dict[str, Any]:
+        """Bench results per provider, as ``toolchain bench`` recorded them (empty when never benched)."""
+        return dict(self.data.get("bench") or {})
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:

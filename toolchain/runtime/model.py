@@ -129,6 +129,13 @@ class Model:
             self._placement = self._check_placement()
 
     # -- public API -------------------------------------------------------------------------
+    @property
+    def generator(self) -> Generator:
+        """Decoders: the generation loop over this model's session (``run()``, ``prompt_ids()``,
+        ``prompt_logits()``, ``context``, ``eos``, ``pad_id``) for benches and parity checks."""
+        self._require("generate")
+        return self._generator
+
     def embed(self, texts: Any) -> np.ndarray:
         """Sentence embeddings (n, d), pooled as the manifest says and L2-normalised where it says so."""
         self._require("embed")
@@ -220,7 +227,7 @@ class Model:
             if not items:
                 return {"input_ids": np.zeros((0, 0), np.int64), "attention_mask": np.zeros((0, 0), np.int64)}, \
                     np.zeros((0, 0), np.int64)
-            ids, mask = self._generator._prompt_ids(items, 0)
+            ids, mask = self._generator.prompt_ids(items, 0)
             return {"input_ids": ids, "attention_mask": mask}, mask
         return self._encoder.encode(as_texts(texts))
 

@@ -378,7 +378,7 @@ def _compare_view(ctx: Ctx) -> None:
 
 def _bench_lines(m: Manifest) -> list[str]:
     lines = []
-    for provider, entry in (m.data.get("bench") or {}).items():
+    for provider, entry in m.bench.items():
         path = m.root / str((entry or {}).get("json", ""))
         try:
             report = json.loads(path.read_text(encoding="utf-8"))
@@ -398,10 +398,10 @@ def _bench_lines(m: Manifest) -> list[str]:
 
 
 def _card(art: Artifact) -> str:
-    m, src = art.manifest, art.manifest.data.get("source") or {}
+    m, src = art.manifest, art.manifest.source
     lines = [f"### {art.key}",
              f"task **{m.task}** (`{art.method}`)" + (f", labels: {', '.join(m.labels)}" if m.labels else "")
-             + f"; source {src.get('model')} ({src.get('architecture')}), opset {m.data.get('opset')}, "
+             + f"; source {src.model or None} ({src.architecture or None}), opset {m.opset}, "
              f"at most {m.max_length} tokens", "",
              "| variant | precision | size | gate | check | latency |", "|---|---|---|---|---|---|"]
     for v in m.variants.values():
@@ -411,7 +411,7 @@ def _card(art: Artifact) -> str:
 
 
 def _chart(art: Artifact) -> str | None:
-    for entry in (art.manifest.data.get("bench") or {}).values():
+    for entry in art.manifest.bench.values():
         path = art.manifest.root / str((entry or {}).get("chart", ""))
         if path.is_file():
             return str(path)

@@ -93,7 +93,7 @@ def _generate_gate(ref: np.ndarray, got: np.ndarray, data: TextSet, max_drop: fl
 def _lm_positions(model, texts: list[str], window: int = 128) -> np.ndarray:
     """(positions, 2): the argmax next token and the log-probability of the true next token, over
     windows of the held-out text's lines joined by newlines again (as the model read them in training)."""
-    gen = model._generator
+    gen = model.generator
     ids = gen.tok.encode("\n".join(texts), add_special_tokens=False).ids
     size = min(window, gen.context)
     rows = []

@@ -43,7 +43,7 @@ def _fused(src: Path, dst: Path, manifest: Manifest) -> None:
     """onnxruntime.transformers' attention / layer-norm / GELU fusions for the model's family."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    model_type = (manifest.data.get("source") or {}).get("model_type")
+    model_type = manifest.source.model_type
     family = FUSION_FAMILIES.get(model_type or "")
     if family is None:
         raise ToolchainError(f"no transformer fusions for model type {model_type!r}; known: {', '.join(FUSION_FAMILIES)}.")

@@ -40,11 +40,11 @@ def validate(artifact: str | Path, variants: list[str] | None = None, data: str 
 
     root = Path(artifact)
     manifest = read_manifest(root)
-    source = manifest.data.get("source") or {}
-    path = Path(source.get("path", ""))
-    if path.is_dir() and source.get("weights_sha256"):
-        now, _ = Source(str(path), path, source.get("kind", "transformers")).weights_sha256()
-        if now != source["weights_sha256"]:
+    source = manifest.source
+    path = Path(source.path)
+    if source.path and path.is_dir() and source.weights_sha256:
+        now, _ = Source(str(path), path, source.kind).weights_sha256()
+        if now != source.weights_sha256:
             raise SourceError(f"the weights in {path} changed since {root} was exported; re-export before validating.")
     names = variants or list(manifest.variants)
     for name in names:
