@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 from pathlib import Path
 
 import pytest
+
+from suite_policy import (  # noqa: F401  hooks: no silent skips under CI=true, the random-order seed at the end
+    on_ci,
+    pytest_make_collect_report,
+    pytest_runtest_makereport,
+    pytest_terminal_summary,
+    require_tool,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -124,6 +134,48 @@ def minilm_artifact(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def classifier_artifact(tiny_artifact) -> Path:
     return tiny_artifact("bert", "text-classification")
+
+
+# tiny_artifact("bert"), tiny_decoder(), tiny_model("roberta", "text-classification"), tiny_artifact(arch) ...
+_ARG = r"""(?:"[\w-]+"|'[\w-]+'|[A-Za-z_]\w*)"""
+_BUILD_CALL = re.compile(rf"\b(tiny_model|tiny_artifact|tiny_decoder)\(\s*({_ARG})?\s*(?:,\s*({_ARG})\s*)?\)")
+
+
+@pytest.fixture(autouse=True)
+def _shared_builds_first(request):
+    """Build the session models and artifacts a test asks for before the test (or its other fixtures)
+    patches anything: a monkeypatched ONNX Runtime, tempfile.tempdir or Reference.outputs must never
+    leak into the shared, cached build, whichever test happens to build it first (order independence).
+
+    The builds are the calls written in the test function (string literals, or names of its parameters).
+    Autouse fixtures run before the other function-scoped fixtures, so this runs before the patching ones.
+    """
+    wanted = [n for n in ("tiny_model", "tiny_artifact", "tiny_decoder") if n in request.fixturenames]
+    function = getattr(request, "function", None)
+    if not wanted or function is None:
+        return
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    for match in _BUILD_CALL.finditer(source):
+        name = match.group(1)
+        if name not in wanted:
+            continue
+        args = []
+        for arg in (match.group(2), match.group(3)):
+            if arg is None:
+                continue
+            if arg[0] in "\"'":
+                args.append(arg[1:-1])
+            elif isinstance(params.get(arg), str):
+                args.append(params[arg])
+            else:
+                args = None  # a value known only inside the test: it builds that one itself
+                break
+        if args is not None:
+            request.getfixturevalue(name)(*args)
 
 
 # -- decoders -------------------------------------------------------------------------------------

@@ -133,30 +133,30 @@ def test_bad_arguments(tiny_artifact, kwargs, match):
 
 
 def _child_peak(job):
-    from toolchain.bench.core import _peak_rss_mb
+    from toolchain.bench.harness import peak_rss_mb
 
-    return {"peak": _peak_rss_mb()}
+    return {"peak": peak_rss_mb()}
 
 
 def test_peak_memory_is_the_childs_own_not_the_parents():
     """ru_maxrss survives exec, so a child spawned by a big parent would report the parent's peak."""
-    from toolchain.bench.core import _in_child
+    from toolchain.bench.harness import in_child
 
     ballast = bytearray(400 << 20)  # 400 MB, touched so it is resident
     for i in range(0, len(ballast), 4096):
         ballast[i] = 1
-    peak = _in_child(_child_peak, {})["peak"]
+    peak = in_child(_child_peak, {})["peak"]
     assert 0 < peak < 300, peak
     del ballast
 
 
 def test_best_pass_keeps_each_shapes_faster_pass():
-    from toolchain.bench.core import _best_pass
+    from toolchain.bench.harness import best_pass
 
     slow = {"shapes": [{"p50_ms": 9.0, "seq": 16}, {"p50_ms": 4.0, "seq": 128}], "real": {"sentences_per_s": 10.0},
             "peak_rss_mb": 100.0, "provider_used": "cpu"}
     fast = {"shapes": [{"p50_ms": 5.0, "seq": 16}, {"p50_ms": 6.0, "seq": 128}], "real": {"sentences_per_s": 12.0},
             "peak_rss_mb": 90.0, "provider_used": "cpu"}
-    best = _best_pass([slow, fast])
+    best = best_pass([slow, fast])
     assert [s["p50_ms"] for s in best["shapes"]] == [5.0, 4.0]
     assert best["real"]["sentences_per_s"] == 12.0 and best["peak_rss_mb"] == 100.0 and best["passes"] == 2

@@ -35,11 +35,11 @@ def test_build_reuses_a_trained_model(tmp_path, capsys):
     out = tmp_path / "bert"
     assert main(["build", str(recipe), "--out", str(out), "--smoke"]) == 0
     assert (tmp_path / "bert.model" / "training.json").is_file()
-    from toolchain.pipeline.stages import _train_stage
+    from toolchain.pipeline.stages import train_stage
     from toolchain.train.recipe import load_recipe
 
     said = []
-    model, metrics = _train_stage(load_recipe(recipe), out, smoke=False, retrain=False, progress=said.append)
+    model, metrics = train_stage(load_recipe(recipe), out, smoke=False, retrain=False, progress=said.append)
     assert model == str(tmp_path / "bert.model") and "finetune" in metrics
     assert any("using the trained model" in s for s in said)  # no retraining when a trained model is there
 

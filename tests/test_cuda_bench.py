@@ -10,6 +10,7 @@ import pytest
 
 from toolchain.bench import core as bench_mod
 from toolchain.bench import cuda as cuda_bench
+from toolchain.bench import decoder, encoder, harness
 from toolchain.bench.core import bench, format_table
 from toolchain.bench.decoder import bench_generate
 from toolchain.cli.commands import main
@@ -53,9 +54,9 @@ def test_torch_children_never_fall_back_to_cpu():
     job = {"provider": "cuda", "threads": 1, "auto_class": "AutoModel", "source": "/nonexistent", "cuda": {},
            "runs": 1, "feeds": [], "texts": [], "batches": [1], "new_tokens": 2, "dtype": "fp16"}
     with pytest.raises(RuntimeError, match="cannot use CUDA here, so there is no PyTorch CUDA baseline"):
-        bench_mod._torch_child(job)
+        encoder.torch_encoder_child(job)
     with pytest.raises(RuntimeError, match="cannot use CUDA here"):
-        cuda_bench.torch_generate_child(job)
+        decoder.torch_generate_child(job)
 
 
 def _fake_child(jobs):
@@ -64,7 +65,7 @@ def _fake_child(jobs):
         if fn.__name__ in ("onnx_child", "torch_generate_child"):  # decoders: per batch
             return {"batches": {b: {"seconds": 0.1, "tokens": 4, "ttft_ms": 5.0} for b in job["batches"]},
                     "peak_rss_mb": 10.0}
-        ms = 1.0 if fn is bench_mod._onnx_child else 2.0 if job.get("dtype") == "fp32" else 1.5
+        ms = 1.0 if fn is encoder.onnx_encoder_child else 2.0 if job.get("dtype") == "fp32" else 1.5
         shapes = [{"batch": b, "seq": s, "p50_ms": ms, "p95_ms": ms * 1.1, "items_per_s": b * 1000 / ms}
                   for (b, s), _ in job["feeds"]]
         return {"shapes": shapes, "real": None, "provider_used": job["provider"], "peak_rss_mb": 10.0}
@@ -75,13 +76,13 @@ def _fake_child(jobs):
 def test_bench_cuda_plumbs_provider_options_and_torch_baselines(art, monkeypatch):
     jobs = []
     monkeypatch.setattr(cuda_bench, "require_cuda", lambda cuda=None: jobs.append(("require_cuda", cuda)))
-    monkeypatch.setattr(bench_mod, "_in_child", _fake_child(jobs))
+    monkeypatch.setattr(harness, "in_child", _fake_child(jobs))
     report = bench(art, provider="cuda", real=False, runs=2, batches=(1,), seqs=(8,),
                    cuda={"device_id": 0, "gpu_mem_limit": "1GB"})
     assert jobs[0] == ("require_cuda", {"device_id": 0, "gpu_mem_limit": 10**9, "cudnn_conv_algo_search": "EXHAUSTIVE",
                                         "use_tf32": True, "check_placement": True})
-    onnx = [j for n, j in jobs[1:] if n == "_onnx_child"]
-    torch = [j for n, j in jobs[1:] if n == "_torch_child"]
+    onnx = [j for n, j in jobs[1:] if n == "onnx_encoder_child"]
+    torch = [j for n, j in jobs[1:] if n == "torch_encoder_child"]
     assert [j["provider"] for j in onnx] == ["cuda"] and onnx[0]["cuda"]["gpu_mem_limit"] == 10**9
     assert [(j["provider"], j["dtype"]) for j in torch] == [("cuda", "fp32"), ("cuda", "fp16")]
     assert set(report["rows"]) == {"fp32", "pytorch", "pytorch-fp16"} and report["provider"] == "cuda"
@@ -96,15 +97,15 @@ def test_bench_cuda_plumbs_provider_options_and_torch_baselines(art, monkeypatch
 def test_bench_cpu_keeps_one_torch_baseline(art, monkeypatch):
     jobs = []
     monkeypatch.setattr(cuda_bench, "require_cuda", lambda cuda=None: pytest.fail("no CUDA check for cpu"))
-    monkeypatch.setattr(bench_mod, "_in_child", _fake_child(jobs))
+    monkeypatch.setattr(harness, "in_child", _fake_child(jobs))
     report = bench(art, provider="cpu", real=False, runs=2, batches=(1,), seqs=(8,))
     assert set(report["rows"]) == {"fp32", "pytorch"}
-    assert [(j["provider"], j["dtype"]) for n, j in jobs if n == "_torch_child"] == [("cpu", "fp32")]
+    assert [(j["provider"], j["dtype"]) for n, j in jobs if n == "torch_encoder_child"] == [("cpu", "fp32")]
 
 
 def test_decoder_bench_on_cuda_uses_generate_on_the_gpu(tmp_path, monkeypatch):
     jobs = []
-    monkeypatch.setattr(bench_mod, "_in_child", _fake_child(jobs))
+    monkeypatch.setattr(harness, "in_child", _fake_child(jobs))
     manifest = Manifest(tmp_path, "text-generation", {"fp32": Variant("fp32", "model.onnx", "0" * 64, 100, "fp32")},
                         {"max_length": 64, "source": {"path": str(tmp_path)}})
     rows = bench_generate(manifest, ["fp32"], (1, 2), "cuda", 2, 1, True, new_tokens=4, cuda={"device_id": 0})
@@ -144,7 +145,7 @@ def test_cli_bad_gpu_mem_limit_is_one_sentence(tiny_artifact, capsys):
 def test_manifest_from_a_cuda_bench_drives_auto(art, monkeypatch):
     """What bench --provider cuda records is what auto reads on CUDA, and only there."""
     monkeypatch.setattr(cuda_bench, "require_cuda", lambda cuda=None: None)
-    monkeypatch.setattr(bench_mod, "_in_child", _fake_child([]))
+    monkeypatch.setattr(harness, "in_child", _fake_child([]))
     data = json.loads((art / "manifest.json").read_text())
     data["variants"]["fp16"] = dict(data["variants"]["fp32"], precision="fp16")
     (art / "manifest.json").write_text(json.dumps(data))

@@ -68,8 +68,9 @@ def _rehash(art: Path, name: str) -> None:
     """Record ``name``'s current sha256 and size, so the fault gets past the integrity check."""
     data = _manifest(art)
     for v in data["variants"].values():
-        if v["file"] == name:
-            v["sha256"], v["bytes"] = sha256_file(art / name), (art / name).stat().st_size
+        for c in v["components"].values():
+            if c["file"] == name:
+                c["sha256"], c["bytes"] = sha256_file(art / name), (art / name).stat().st_size
     _write_manifest(art, data)
 
 
@@ -160,16 +161,18 @@ FAULTS = [
     ("manifest-truncated", _half_manifest, "auto", r"manifest\.json cannot be read as JSON", True),
     ("manifest-not-object", _write("manifest.json", b"[1, 2]"), "auto", r"manifest\.json is not a JSON object", True),
     # the manifest: schema
-    ("schema-newer", _set("schema_version", value=2), "auto",
-     r"manifest\.json has schema_version 2, newer than this toolchain's 1; upgrade the toolchain", True),
+    ("schema-newer", _set("schema_version", value=3), "auto",
+     r"manifest\.json has schema_version 3, newer than this toolchain's 2; upgrade the toolchain", True),
     ("schema-missing", _drop("schema_version"), "auto", r"manifest\.json has no integer schema_version", True),
     ("schema-string", _set("schema_version", value="1"), "auto", r"manifest\.json has no integer schema_version", True),
     # the manifest: missing keys
     *[(f"missing-key-{k}", _drop(k), "auto", rf"manifest\.json lacks the key '{k}'", True)
       for k in ("task", "variants", "max_length", "inputs", "outputs")],
     ("no-variants", _set("variants", value={}), "auto", r"manifest\.json lists no variants", True),
-    *[(f"variant-lacks-{k}", _drop("variants", "fp32", k), "auto", rf"manifest\.json: variant 'fp32' lacks {k}", True)
-      for k in ("file", "bytes", "precision")],
+    *[(f"variant-lacks-{k}", _drop("variants", "fp32", "components", "model", k), "auto",
+       rf"manifest\.json: variant 'fp32' \(component 'model'\) lacks {k}", True) for k in ("file", "bytes")],
+    ("variant-lacks-precision", _drop("variants", "fp32", "precision"), "auto",
+     r"manifest\.json: variant 'fp32' lacks precision", True),
     # the manifest: wrong types
     ("task-not-string", _set("task", value=5), "auto", r"manifest\.json: task should be a string, not 5", True),
     ("task-unknown", _set("task", value="summarization"), "auto",
@@ -188,17 +191,17 @@ FAULTS = [
     ("variants-list", _set("variants", value=[{"file": "model.onnx"}]), "auto", r"manifest\.json lists no variants", True),
     ("variant-not-object", _set("variants", "int8", value="model.int8.onnx"), "auto",
      r"manifest\.json: variant 'int8' is not an object", True),
-    ("variant-file-number", _set("variants", "fp32", "file", value=5), "auto",
-     r"manifest\.json: variants\.fp32\.file should be a string, not 5", True),
-    ("variant-sha-null", _set("variants", "fp32", "sha256", value=None), "auto",
-     r"manifest\.json: variants\.fp32\.sha256 should be a string, not null", True),
-    ("variant-bytes-string", _set("variants", "int8", "bytes", value="1 MB"), "auto",
-     r"manifest\.json: variants\.int8\.bytes should be a positive integer", True),
+    ("variant-file-number", _set("variants", "fp32", "components", "model", "file", value=5), "auto",
+     r"manifest\.json: variants\.fp32\.components\.model\.file should be a string, not 5", True),
+    ("variant-sha-null", _set("variants", "fp32", "components", "model", "sha256", value=None), "auto",
+     r"manifest\.json: variants\.fp32\.components\.model\.sha256 should be a string, not null", True),
+    ("variant-bytes-string", _set("variants", "int8", "components", "model", "bytes", value="1 MB"), "auto",
+     r"manifest\.json: variants\.int8\.components\.model\.bytes should be a positive integer", True),
     ("variant-passed-string", _set("variants", "int8", "passed", value="yes"), "auto",
      r"manifest\.json: variants\.int8\.passed should be true or false, not \"yes\"", True),
     ("variant-latency-list", _set("variants", "int8", "latency", value=[1.0]), "auto",
      r"manifest\.json: variants\.int8\.latency should be an object", True),
-    ("variant-outside", _set("variants", "int8", "file", value="../model.onnx"), "int8",
+    ("variant-outside", _set("variants", "int8", "components", "model", "file", value="../model.onnx"), "int8",
      r"manifest\.json: variant 'int8' points outside the artifact", False),
 ]
 
@@ -211,8 +214,9 @@ def pristine(classifier_artifact, tmp_path_factory) -> Path:
     shutil.copy(art / "model.onnx", art / "model.int8.onnx")
     data = _manifest(art)
     data["variants"]["fp32"]["latency"] = {"cpu": {"p50_ms": 5.0}}
-    data["variants"]["int8"] = {**data["variants"]["fp32"], "file": "model.int8.onnx", "precision": "int8",
-                                "latency": {"cpu": {"p50_ms": 1.0}}}  # benched faster on CPU: auto picks it
+    data["variants"]["int8"] = {**data["variants"]["fp32"], "precision": "int8", "latency": {"cpu": {"p50_ms": 1.0}},
+                                "components": {"model": {**data["variants"]["fp32"]["components"]["model"],
+                                                         "file": "model.int8.onnx"}}}  # benched faster: auto picks it
     _write_manifest(art, data)
     assert load(art, provider="cpu").info()["variant"] == "int8"
     return art

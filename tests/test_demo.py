@@ -110,7 +110,9 @@ def test_unknown_variant_is_a_readable_message_and_the_server_keeps_serving(clie
 
 
 def test_the_api_serves_only_the_listed_artifacts(client):
-    with pytest.raises(Exception):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=r"Value: /etc is not in the list of choices"):
         client.predict("fine", "auto", "/etc", api_name="/classify")
 
 
@@ -162,7 +164,7 @@ def test_cli_demo_defaults_to_localhost():
 
 def test_no_dir_builds_the_default_artifact_first(monkeypatch, tmp_path, classifier_artifact):
     import toolchain.pipeline.stages
-    import toolchain.serve.app as demo_mod
+    import toolchain.serve.policy as demo_mod
 
     built = []
 
@@ -172,11 +174,16 @@ def test_no_dir_builds_the_default_artifact_first(monkeypatch, tmp_path, classif
         return {"ok": True}
 
     monkeypatch.setattr(demo_mod, "DEFAULT_DIR", tmp_path / "dist" / "minilm")
+    from toolchain.runtime import ToolchainError
+
+    with pytest.raises(ToolchainError, match="pass an artifact DIR"):  # no builder: one sentence, nothing built
+        demo_mod.default_artifact(print)
     monkeypatch.setattr(toolchain.pipeline.stages, "build", fake_build)
     messages = []
-    assert demo_mod._default_artifact(messages.append) == tmp_path / "dist" / "minilm"
+    from toolchain.cli.commands import default_build  # what `toolchain demo` passes in
+    assert demo_mod.default_artifact(messages.append, default_build) == tmp_path / "dist" / "minilm"
     assert built == ["minilm.toml"] and "building it from" in messages[0]
-    assert demo_mod._default_artifact(messages.append) == tmp_path / "dist" / "minilm"
+    assert demo_mod.default_artifact(messages.append, default_build) == tmp_path / "dist" / "minilm"
     assert built == ["minilm.toml"]  # built once, reused after
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_ARCHS
 from toolchain.export.core import export
 from toolchain.runtime import ParityError, ToolchainError, load, read_manifest
-from toolchain.runtime.manifest import sha256_file
+from toolchain.runtime.manifest import Pooling, sha256_file
 from toolchain.export.parity import Reference
 
 TASKS = ("feature-extraction", "text-classification")
@@ -29,16 +29,15 @@ def test_tiny_export_has_manifest_and_parity(tiny_artifact, arch, task):
     parity = fp32.metrics["parity"]
     assert parity["max_abs_diff"] <= parity["atol"] == fp32.tolerance["atol"]
     assert parity["tokens_match"] is True
-    data = m.data
-    assert data["opset"] >= 11
-    assert data["source"]["weights_sha256"] and data["source"]["model_type"] == arch
-    assert {"toolchain", "torch", "transformers", "optimum", "onnx"} <= set(data["versions"])
-    assert [i["name"] for i in data["inputs"]][:2] == ["input_ids", "attention_mask"]
-    assert data["outputs"][0]["name"] == ("logits" if task == "text-classification" else "last_hidden_state")
+    assert m.opset >= 11
+    assert m.source.weights_sha256 and m.source.model_type == arch
+    assert {"toolchain", "torch", "transformers", "optimum", "onnx"} <= set(m.versions)
+    assert [i.name for i in m.inputs][:2] == ["input_ids", "attention_mask"]
+    assert m.outputs[0].name == ("logits" if task == "text-classification" else "last_hidden_state")
     if task == "text-classification":
         assert m.labels == ["negative", "positive"]
     else:
-        assert m.labels is None and data["pooling"] == {"mode": "mean", "normalize": True}
+        assert m.labels is None and m.pooling == Pooling(mode="mean", normalize=True)
     # Only what the runtime needs travels with the artifact.
     assert sorted(p.name for p in root.iterdir()) == ["manifest.json", "model.onnx", "tokenizer.json"]
 
@@ -51,8 +50,8 @@ def test_roberta_max_length_excludes_position_offset(tiny_artifact):
 def test_minilm_export(minilm_artifact):
     m = read_manifest(minilm_artifact)
     assert m.max_length == 256  # sentence-transformers' max_seq_length, not BERT's 512
-    assert m.data["source"]["kind"] == "sentence-transformers"
-    assert m.data["pooling"] == {"mode": "mean", "normalize": True}
+    assert m.source.kind == "sentence-transformers"
+    assert m.pooling == Pooling(mode="mean", normalize=True)
     assert m.variants["fp32"].metrics["parity"]["max_abs_diff"] < 1e-4
 
 

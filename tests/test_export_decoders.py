@@ -17,19 +17,19 @@ def test_decoder_exports_with_kv_cache_and_greedy_parity(tiny_decoder, arch):
     assert m.task == "text-generation"
     parity = m.variants["fp32"].metrics["parity"]
     assert parity["tokens_match"] is True and parity["max_abs_diff"] <= parity["atol"]
-    names = [i["name"] for i in m.data["inputs"]]
+    names = [i.name for i in m.inputs]
     assert "past_key_values.0.key" in names and "past_key_values.1.value" in names
-    assert any(o["name"].startswith("present.") for o in m.data["outputs"])
-    assert m.data["generation"]["eos_token_ids"] == [0]
+    assert any(o.name.startswith("present.") for o in m.outputs)
+    assert m.generation.eos_token_ids == (0,)
     graph = onnx.load(str(art / "model.onnx"), load_external_data=False).graph
     assert len([i for i in graph.input if i.name.startswith("past_key_values")]) == 4  # one graph, 2 layers x k/v
     assert load(art).generate("To be", max_new_tokens=5) == load(art).generate(["To be"], max_new_tokens=5)[0]
     # Llama-family graphs come from ONNX Runtime GenAI's builder (fused attention, right-padded prompts).
     # Phi-3: the builder fails on this tiny config ('multi_cache'), so auto falls back to optimum and says why.
     fused = arch in ("llama", "qwen2", "mistral")
-    assert m.data["exporter"] == ("ort-genai" if fused else "optimum")
-    assert ("exporter_fallback" in m.data) == (arch == "phi3")
-    assert m.data["generation"].get("padding_side", "left") == ("right" if fused else "left")
+    assert m.exporter == ("ort-genai" if fused else "optimum")
+    assert bool(m.exporter_info.fallback) == (arch == "phi3")
+    assert m.generation.padding_side == ("right" if fused else "left")
     assert any(n.op_type == "GroupQueryAttention" for n in graph.node) == fused
 
 
@@ -112,8 +112,10 @@ def test_decoder_quantizes_through_the_gate(tiny_decoder, tmp_path):
     report = quantize(dst, "int8-dynamic", calib=calib, limit=20)
     gate = read_manifest(dst).variants["int8"].metrics["gate"]
     assert {"token_agreement", "perplexity", "fp32_perplexity", "perplexity_ratio"} <= set(gate)
-    assert report.passed == (gate["token_agreement"] >= gate["required_agreement"]
-                             and gate["perplexity_ratio"] <= gate["max_perplexity_ratio"])
+    # the thresholds stated here (the generate gate's default budget 0.02), not read back from what the gate
+    # wrote; tests/variants/test_gate_rules.py checks the rule itself on synthetic rows, both ways
+    budget = 0.02
+    assert report.passed == (gate["token_agreement"] >= 1 - 4 * budget and gate["perplexity_ratio"] <= 1 + budget)
     out = load(dst, variant="int8").generate("the film", max_new_tokens=4)
     assert isinstance(out, str)
     assert np.isfinite(gate["perplexity"])

@@ -48,7 +48,7 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
 def test_io_stays_fp32_and_overflow_prone_ops_run_in_fp32(fp16_art):
     art, _ = fp16_art
     v = json.loads((art / "manifest.json").read_text())["variants"]["fp16"]
-    model = onnx.load(str(art / v["file"]))
+    model = onnx.load(str(art / v["components"]["model"]["file"]))
     g = model.graph
     assert all(t.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.FLOAT) for t in g.input)
     assert all(t.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for t in g.output)
@@ -84,7 +84,7 @@ def test_fp16_decoder_loads_and_generates_like_fp32(tiny_decoder, tmp_path):
         mp.setattr(qmod, "measure_variants", _fake_measure)
         quantize(art, "fp16", calib=None, limit=16)
     v = json.loads((art / "manifest.json").read_text())["variants"]["fp16"]
-    names = [n.name for n in onnx.load(str(art / v["file"])).graph.node if n.name]
+    names = [n.name for n in onnx.load(str(art / v["components"]["model"]["file"])).graph.node if n.name]
     assert len(names) == len(set(names))
     prompts = ["ROMEO:", "the film was"]
     fp16 = load(art, variant="fp16", provider="cpu")

@@ -138,7 +138,7 @@ def _assert_artifact_unchanged(out: Path, before: dict[str, str]) -> None:
     assert _snapshot(out) == before
     data = json.loads((out / "manifest.json").read_text())
     for name, v in data["variants"].items():
-        assert sha256_file(out / v["file"]) == v["sha256"], name
+        assert sha256_file(out / v["components"]["model"]["file"]) == v["components"]["model"]["sha256"], name
         result = load(out, variant=name, provider="cpu").classify(["a moving, witty film"])
         assert result[0]["label"] in ("negative", "positive")
 
@@ -147,7 +147,9 @@ def _fake_variant(out: Path) -> None:
     """An int8 variant that is a copy of fp32: a second listed file, without running the quantizer."""
     shutil.copy(out / "model.onnx", out / "model.int8.onnx")
     data = json.loads((out / "manifest.json").read_text())
-    data["variants"]["int8"] = {**data["variants"]["fp32"], "file": "model.int8.onnx", "precision": "int8"}
+    fp32 = data["variants"]["fp32"]
+    data["variants"]["int8"] = {**fp32, "precision": "int8",
+                                "components": {"model": {**fp32["components"]["model"], "file": "model.int8.onnx"}}}
     write_json(out / "manifest.json", data)
 
 
@@ -210,9 +212,10 @@ def test_killed_quantize_keeps_the_previous_artifact(artifact):
     report = quantize(artifact, "int8-dynamic", limit=16, target="avx2")
     assert _temps(artifact) == []
     data = json.loads((artifact / "manifest.json").read_text())
-    listed = {v["file"] for v in data["variants"].values()}
+    listed = {v["components"]["model"]["file"] for v in data["variants"].values()}
     assert {p.name for p in artifact.glob("*.onnx")} == listed  # the replaced int8 file is gone, nothing unlisted
-    assert data["variants"]["int8"]["sha256"] == sha256_file(artifact / data["variants"]["int8"]["file"])
+    int8 = data["variants"]["int8"]["components"]["model"]
+    assert int8["sha256"] == sha256_file(artifact / int8["file"])
     load(artifact, variant="int8", provider="cpu").classify(["fine"])
     assert report.variant == "int8"
 

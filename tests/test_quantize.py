@@ -43,17 +43,17 @@ def _onnx_files(art: Path) -> set[str]:
 
 
 def _listed_files(art: Path) -> set[str]:
-    return {v["file"] for v in _manifest(art)["variants"].values()}
+    return {v["components"]["model"]["file"] for v in _manifest(art)["variants"].values()}
 
 
 def _assert_consistent(art: Path) -> None:
     """Every variant file exists with its recorded sha256 and size, and no file is unlisted or left over."""
     data = _manifest(art)
     for name, v in data["variants"].items():
-        path = art / v["file"]
+        path = art / v["components"]["model"]["file"]
         assert path.is_file(), name
-        assert sha256_file(path) == v["sha256"], name
-        assert path.stat().st_size == v["bytes"], name
+        assert sha256_file(path) == v["components"]["model"]["sha256"], name
+        assert path.stat().st_size == v["components"]["model"]["bytes"], name
     assert _onnx_files(art) == _listed_files(art)
     assert _tmp_dirs(art) == []
 
@@ -118,16 +118,16 @@ def test_int8_variant_written_and_listed(int8_runs, task):
     data = _manifest(art)
     assert report.variant == "int8" and set(data["variants"]) == {"fp32", "int8"}
     v = data["variants"]["int8"]
-    path = art / v["file"]
-    assert path.is_file() and v["file"] != before["variants"]["fp32"]["file"]
-    assert v["sha256"] == sha256_file(path) and v["bytes"] == path.stat().st_size
+    path = art / v["components"]["model"]["file"]
+    assert path.is_file() and v["components"]["model"]["file"] != before["variants"]["fp32"]["components"]["model"]["file"]
+    assert v["components"]["model"]["sha256"] == sha256_file(path) and v["components"]["model"]["bytes"] == path.stat().st_size
     assert v["precision"] == "int8" and v["passed"] is report.passed
-    assert report.bytes == v["bytes"] and report.fp32_bytes == before["variants"]["fp32"]["bytes"]
+    assert report.bytes == v["components"]["model"]["bytes"] and report.fp32_bytes == before["variants"]["fp32"]["components"]["model"]["bytes"]
     # quantized: int8 initializers and integer ops, smaller than fp32
     graph = onnx.load(str(path)).graph
     assert any(i.data_type == onnx.TensorProto.INT8 for i in graph.initializer)
     assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear", "MatMulNBits") for n in graph.node)
-    assert v["bytes"] < before["variants"]["fp32"]["bytes"]
+    assert v["components"]["model"]["bytes"] < before["variants"]["fp32"]["components"]["model"]["bytes"]
     _assert_consistent(art)
 
 
@@ -135,9 +135,9 @@ def test_int8_variant_written_and_listed(int8_runs, task):
 def test_fp32_untouched(int8_runs, task):
     art, before, _, _ = int8_runs[task]
     old, new = before["variants"]["fp32"], _manifest(art)["variants"]["fp32"]
-    for key in ("file", "sha256", "bytes", "precision", "passed", "tolerance", "metrics"):
+    for key in ("components", "precision", "passed", "tolerance", "metrics"):
         assert new[key] == old[key], key
-    assert sha256_file(art / new["file"]) == old["sha256"]
+    assert sha256_file(art / new["components"]["model"]["file"]) == old["components"]["model"]["sha256"]
 
 
 @pytest.mark.parametrize("task", ["feature-extraction", "text-classification"])
@@ -222,7 +222,7 @@ def test_zero_budget_rejects_int8_but_keeps_it(tiny_artifact, calib, tmp_path):
     data = _manifest(art)
     v = data["variants"]["int8"]
     assert v["passed"] is False and v["latency"] == {} and v["tolerance"]["max_drop"] == 0.0
-    assert (art / v["file"]).is_file()  # kept for inspection
+    assert (art / v["components"]["model"]["file"]).is_file()  # kept for inspection
     _gate_agrees(v["metrics"]["gate"], False)
     tried = v["metrics"]["quantization"]["tried"]
     assert len(tried) == 7 and not any(t["passed"] for t in tried)
@@ -274,7 +274,7 @@ def test_other_modes_make_loadable_variants(tiny_artifact, calib, tmp_path, fast
     assert v["precision"] == {"fp16": "fp16", "int4": "int4", "int8-static": "int8"}[mode]
     assert v["passed"] is report.passed
     assert len(v["metrics"]["quantization"]["tried"]) == len(candidates(spec, art / "model.onnx"))
-    graph = onnx.load(str(art / v["file"])).graph
+    graph = onnx.load(str(art / v["components"]["model"]["file"])).graph
     if mode == "fp16":
         assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
         assert v["metrics"]["quantization"]["plan"] == "as converted"
@@ -308,9 +308,9 @@ def test_requantize_replaces_variant(tiny_artifact, calib, tmp_path, fast_timing
         v = data["variants"]["int8"]
         q = v["metrics"]["quantization"]
         assert q["target"] == target and q["reduce_range"] == preset_for(target).reduce_range
-        shas.append(v["sha256"])
-        files.append(v["file"])
-        assert _onnx_files(art) == {"model.onnx", v["file"]}  # the replaced file is gone
+        shas.append(v["components"]["model"]["sha256"])
+        files.append(v["components"]["model"]["file"])
+        assert _onnx_files(art) == {"model.onnx", v["components"]["model"]["file"]}  # the replaced file is gone
         _assert_consistent(art)
     assert shas[0] != shas[1]  # 7-bit weights for avx2: a different file
     assert shas[2] == shas[0]  # the same settings give the same bytes again
@@ -332,7 +332,7 @@ def test_crash_in_add_variant_leaves_artifact_as_it_was(tiny_artifact, calib, tm
     assert (art / "manifest.json").read_bytes() == before
     assert not list(art.glob(".int8.tmp-*"))
     _assert_consistent(art)
-    assert load(art, variant="int8", provider="cpu").info()["file"] == str(art / old["file"])
+    assert load(art, variant="int8", provider="cpu").info()["file"] == str(art / old["components"]["model"]["file"])
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("onnx says no"), KeyboardInterrupt()])

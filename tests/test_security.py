@@ -368,12 +368,12 @@ LEAKS = ("Traceback", 'File "', ".py", "site-packages", "RuntimeError", "secret"
 
 
 def test_demo_hides_an_unexpected_exception(demo_server, monkeypatch):
-    from toolchain.runtime.model import Model
+    from toolchain.runtime import Classifier
 
     def boom(self, texts):
         raise RuntimeError(f"secret detail from {Path(__file__)} line 1")
 
-    monkeypatch.setattr(Model, "scores", boom)
+    monkeypatch.setattr(Classifier, "scores", boom)
     app, client = demo_server
     label, message = client.predict("fine", api_name="/classify")
     assert message.startswith("⚠️") and "went wrong on the server" in message

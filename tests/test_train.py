@@ -88,9 +88,9 @@ def test_label_names_are_accepted(recipe_dir, tmp_path):
 
 
 def test_interrupted_training_resumes_from_checkpoint(recipe_dir, tmp_path, monkeypatch):
-    import toolchain.train.trainer as tr
+    import toolchain.train.fit as fit_mod
 
-    real = tr._progress_callback
+    real = fit_mod.progress_callback
 
     def interrupting():
         base = real()
@@ -106,13 +106,13 @@ def test_interrupted_training_resumes_from_checkpoint(recipe_dir, tmp_path, monk
     path = recipe_dir()
     recipe = load_recipe(path)
     recipe.train.max_steps, recipe.train.save_steps, recipe.train.batch_size = 4, 2, 4
-    monkeypatch.setattr(tr, "_progress_callback", interrupting)
+    monkeypatch.setattr(fit_mod, "progress_callback", interrupting)
     with pytest.raises(KeyboardInterrupt):
         train(recipe, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
     assert (tmp_path / "out.checkpoints" / "checkpoint-2").is_dir()
 
-    monkeypatch.setattr(tr, "_progress_callback", real)
+    monkeypatch.setattr(fit_mod, "progress_callback", real)
     said = []
     result = train(recipe, out=tmp_path / "out", progress=said.append)
     assert any("resuming from the last checkpoint" in s for s in said)

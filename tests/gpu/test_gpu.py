@@ -131,7 +131,7 @@ def test_fused_decoder_fp16_runs_on_cuda_and_matches_cpu(gpu_genai_decoder):
     """ONNX Runtime GenAI's graph (GroupQueryAttention, shared KV buffer): its CUDA kernels are fp16, so the
     fp16 variant is the GPU one; its prompt logits match the CPU fp32 graph's and streaming adds up."""
     _, art = gpu_genai_decoder
-    assert read_manifest(art).data["exporter"] == "ort-genai"
+    assert read_manifest(art).exporter == "ort-genai"
     fp16 = load(art, variant="fp16", provider="cuda")
     _placement_ok(fp16.info())
     cpu = load(art, variant="fp32", provider="cpu")

@@ -53,12 +53,12 @@ def test_malformed_manifest(art):
 
 def test_newer_schema(art):
     _edit(art, lambda d: d.update(schema_version=99))
-    with pytest.raises(ArtifactError, match="newer than this toolchain's 1; upgrade"):
+    with pytest.raises(ArtifactError, match="newer than this toolchain's 2; upgrade"):
         load(art)
 
 
 def test_variant_without_sha(art):
-    _edit(art, lambda d: d["variants"]["fp32"].pop("sha256"))
+    _edit(art, lambda d: d["variants"]["fp32"]["components"]["model"].pop("sha256"))
     with pytest.raises(ArtifactError, match="lacks sha256"):
         load(art)
 
@@ -70,7 +70,7 @@ def test_not_a_directory(tmp_path):
 
 def test_variant_escaping_the_artifact(art, tmp_path):
     shutil.copy(art / "model.onnx", tmp_path / "outside.onnx")
-    _edit(art, lambda d: d["variants"]["fp32"].update(file="../outside.onnx"))
+    _edit(art, lambda d: d["variants"]["fp32"]["components"]["model"].update(file="../outside.onnx"))
     with pytest.raises(ArtifactError, match="outside the artifact"):
         load(art)
 

@@ -352,12 +352,14 @@ def update_manifest(root: str | Path, change) -> dict[str, Any]:
 
 
 def add_variant(root: str | Path, name: str, built: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Move the finished file ``built`` into the artifact as variant ``name`` and list it in the manifest.
+    """Move the finished file ``built`` into the artifact as variant ``name`` (one ``model`` component) and
+    list it in the manifest; ``entry`` gives its precision, passed, metrics, tolerance and latency.
 
-    The file gets a name no current variant uses, the manifest is swapped in one step, and only
-    then is a replaced variant's old file removed, so a kill at any point leaves a loadable artifact.
+    The file gets a name no current variant uses, the manifest is swapped in one step (always written as
+    the current schema, so a v1 artifact is upgraded), and only then are a replaced variant's old files
+    removed, so a kill at any point leaves a loadable artifact.
     """
-    from toolchain.runtime.manifest import REFERENCE_VARIANT, read_manifest, sha256_file
+    from toolchain.runtime.manifest import MODEL, REFERENCE_VARIANT, Component, Variant, read_manifest, sha256_file
 
     root = Path(root)
     if name == REFERENCE_VARIANT:
@@ -365,15 +367,21 @@ def add_variant(root: str | Path, name: str, built: Path, entry: dict[str, Any])
     sha = sha256_file(built)
     with locked(root):
         current = read_manifest(root)
-        used = {v.file for v in current.variants.values()}
         file = f"model.{name}.onnx"
-        if file in used:
+        if file in _files(current.variants.values()):
             file = f"model.{name}.{sha[:8]}.onnx"
         os.replace(built, root / file)
         old = current.variants.get(name)
+        known = {k: entry[k] for k in ("precision", "passed", "metrics", "tolerance", "latency") if k in entry}
+        current.variants[name] = Variant(name, components={MODEL: Component.of(root, file)}, **known)
         data = current.to_dict()
-        data["variants"][name] = {**entry, "file": file, "sha256": sha, "bytes": (root / file).stat().st_size}
         write_json(root / MANIFEST, data)
-        if old and old.file != file and old.file not in {v["file"] for v in data["variants"].values()}:
-            (root / old.file).unlink(missing_ok=True)
+        if old:
+            for stale in _files([old]) - _files(current.variants.values()):
+                (root / stale).unlink(missing_ok=True)
     return data
+
+
+def _files(variants) -> set[str]:
+    """Every file (graphs and external data) the given variants list."""
+    return {f.file for v in variants for c in v.components.values() for f in c.files}

@@ -1,16 +1,17 @@
 """`toolchain bench --provider cuda`: the CUDA check up front and the PyTorch CUDA baselines.
 
-bench.py measures every engine the same way on either provider; this module adds what only CUDA needs:
-a refusal in one sentence where ONNX Runtime's CUDA provider cannot start (never a silent CPU bench), the
-PyTorch baselines on the GPU (fp32 and fp16 eager, as a CUDA user would run them), and transformers'
-generate() on the GPU for decoders. Only the spawned PyTorch children import torch.
+The encoder and decoder benches measure every engine the same way on either provider; this module adds
+what only CUDA needs: a refusal in one sentence where ONNX Runtime's CUDA provider cannot start (never a
+silent CPU bench), which PyTorch baselines run on the GPU (fp32 and fp16 eager, as a CUDA user would run
+them) and the torch device a PyTorch child must use. It imports no other bench module; only the spawned
+PyTorch children import torch.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ToolchainError
 from toolchain.runtime.providers import CudaOptions, CudaStartError, cuda_problem, session_providers
 
@@ -44,7 +45,7 @@ def cuda_unusable(cuda: CudaOptions | dict | None = None) -> str | None:
         try:
             return ort.InferenceSession(blob, providers=session_providers(provider_list, options))
         except Exception as exc:  # onnxruntime's untyped errors
-            raise CudaStartError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+            raise CudaStartError(first_line(exc)) from None
 
     ort.set_default_logger_severity(4)  # the failure is reported in our sentence, not ORT's log lines
     try:
@@ -68,37 +69,3 @@ def torch_device(torch: Any, job: dict[str, Any]) -> str:
     if not torch.cuda.is_available():
         raise RuntimeError(f"torch {torch.__version__} cannot use CUDA here, so there is no PyTorch CUDA baseline")
     return f"cuda:{(job.get('cuda') or {}).get('device_id', 0)}"
-
-
-def torch_generate_child(job: dict[str, Any]) -> dict[str, Any]:
-    """transformers' generate() on the GPU in job["dtype"], greedy (spawned child)."""
-    import torch
-    import transformers
-
-    from toolchain.bench.core import _peak_rss_mb
-    from toolchain.bench.decoder import PROMPT, _rate
-
-    device = torch_device(torch, job)
-    dtype = torch.float16 if job.get("dtype") == "fp16" else torch.float32
-    tok = transformers.AutoTokenizer.from_pretrained(job["source"])
-    tok.padding_side = "left"
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    model = transformers.AutoModelForCausalLM.from_pretrained(job["source"], torch_dtype=dtype).eval().to(device)
-    out = {}
-    for batch in job["batches"]:
-        enc = tok([PROMPT] * batch, return_tensors="pt", padding=True)
-        enc = {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
-
-        def run():
-            with torch.inference_mode():
-                first = time.perf_counter()
-                model.generate(**enc, max_new_tokens=1, do_sample=False, pad_token_id=pad)
-                torch.cuda.synchronize()
-                first = time.perf_counter() - first
-                ids = model.generate(**enc, max_new_tokens=job["new_tokens"], do_sample=False, pad_token_id=pad)
-                torch.cuda.synchronize()
-            return ids.shape[1] - enc["input_ids"].shape[1], first
-
-        out[batch] = _rate(run, job["runs"])
-    return {"batches": out, "peak_rss_mb": _peak_rss_mb(),
-            "peak_gpu_mb": torch.cuda.max_memory_allocated() / (1 << 20)}

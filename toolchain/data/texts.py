@@ -1,6 +1,6 @@
 """Reading evaluation and calibration text: a .txt file (one text per line) or a .tsv/.csv with a header.
 
-Torch-free. The bundled default is the SST-2 dev split copied under models/data/.
+Torch-free. The bundled default is the SST-2 dev split, shipped in the package (toolchain/data/bundled/).
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolchain.data.bundled import SST2_DEV
+from toolchain.runtime.checks import is_int
 from toolchain.runtime.errors import ToolchainError
 
 TEXT_COLUMNS = ("sentence", "content", "text")
 LABEL_COLUMNS = ("label",)
-REPO_DATA = Path(__file__).resolve().parents[2] / "models" / "data"
-DEFAULT_EVAL = REPO_DATA / "sst2" / "dev.tsv"
+DEFAULT_EVAL = SST2_DEV  # package data, so an installed toolchain finds it too (a copy of models/data/sst2/dev.tsv)
 
 
 @dataclass
@@ -34,7 +35,7 @@ def default_eval_path() -> Path:
 
 def read_texts(path: str | Path | None = None, limit: int | None = None) -> TextSet:
     """Read texts (and labels when a 'label' column exists); ``None`` reads the bundled SST-2 dev split."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+    if limit is not None and (not is_int(limit) or limit < 1):
         raise ToolchainError(f"limit must be a positive number of texts, got {limit!r}.")
     path = Path(path) if path is not None else default_eval_path()
     if not path.is_file():

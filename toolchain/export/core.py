@@ -19,8 +19,10 @@ from typing import Any, Callable
 from toolchain import __version__
 from toolchain.artifact.atomic import atomic_dir, write_json
 from toolchain.export import genai as genai_export
+from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ExportError, ParityError, ToolchainError
-from toolchain.runtime.manifest import MANIFEST, REFERENCE_VARIANT, SCHEMA_VERSION, sha256_file
+from toolchain.runtime.manifest import (MANIFEST, REFERENCE_VARIANT, SCHEMA_VERSION, Component, ExporterInfo, Generation,
+                                        Pooling, SourceInfo, TokenizerInfo, Variant)
 from toolchain.runtime.tasks import task_spec
 from toolchain.export.source import Source, import_optional, resolve
 from toolchain.export.parity import Reference, check_variant, raise_misses
@@ -94,7 +96,7 @@ def _run_optimum(source: Source, settings: ExportSettings, into: Path) -> Path:
                 trust_remote_code=settings.trust_remote_code,
             )
     except (ValueError, KeyError, OSError, RuntimeError, NotImplementedError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ExportError(f"optimum could not export {source.name} for task {settings.task!r}: {first}") from None
     path = into / MODEL_FILE
     if not path.is_file():
@@ -154,7 +156,7 @@ def _tokenizer(source: Source, reference: Reference, out: Path) -> dict[str, Any
     tok.backend_tokenizer.save(str(out / TOKENIZER_FILE))
     pad_token = tok.pad_token or tok.eos_token or tok.unk_token
     pad_id = tok.convert_tokens_to_ids(pad_token) if pad_token is not None else 0
-    return {"file": TOKENIZER_FILE, "pad_id": int(pad_id), "pad_token": str(pad_token)}
+    return TokenizerInfo(file=TOKENIZER_FILE, pad_id=int(pad_id), pad_token=str(pad_token)).to_dict()
 
 
 def _max_length(source: Source, reference: Reference) -> int:
@@ -209,20 +211,18 @@ def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, ref
         "inputs": inputs,
         "outputs": outputs,
         "opset": opset_used,
-        "exporter": exporter.name,
-        "source": {**source.to_dict(), "architecture": (reference.model.config.architectures or [None])[0],
-                   "model_type": reference.model.config.model_type},
+        **ExporterInfo(exporter.name).to_dict(),
+        "source": SourceInfo.from_dict({**source.to_dict(), "model_type": reference.model.config.model_type,
+                                        "architecture": (reference.model.config.architectures or [None])[0]}).to_dict(),
         "versions": _versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "variants": {REFERENCE_VARIANT: {
-            "file": MODEL_FILE, "sha256": sha256_file(tmp / MODEL_FILE), "bytes": (tmp / MODEL_FILE).stat().st_size,
-            "precision": "fp32", "passed": True, "tolerance": {"atol": settings.atol}, "metrics": {}, "latency": {},
-        }},
+        "variants": {REFERENCE_VARIANT: Variant(REFERENCE_VARIANT, precision="fp32", tolerance={"atol": settings.atol},
+                                                components={"model": Component.of(tmp, MODEL_FILE)}).to_dict()},
     }
     if settings.task == "feature-extraction":
-        manifest["pooling"] = source.pooling
+        manifest["pooling"] = Pooling.from_dict(source.pooling).to_dict()
     if task_spec(settings.task).method == "generate":
-        manifest["generation"] = {**_generation(reference), **exporter.generation}
+        manifest["generation"] = Generation.from_dict({**_generation(reference), **exporter.generation}).to_dict()
     write_json(tmp / MANIFEST, manifest)
     progress("checking parity against PyTorch on a batch of uneven lengths")
     try:
@@ -230,7 +230,7 @@ def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, ref
     except ToolchainError:
         raise
     except Exception as exc:  # onnxruntime's untyped errors: a graph that does not run is a failed export
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ExportError(f"the {exporter.name} graph for {source.name} does not run in ONNX Runtime: {first}") from None
     raise_misses([result], out)
     manifest["variants"][REFERENCE_VARIANT]["metrics"] = {"parity": result.metrics()}
@@ -271,7 +271,7 @@ def export(
                     shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
                 fallback = f"{name}: {exc}"
         if attempt > 1:
-            manifest["exporter_fallback"] = fallback
+            manifest.update(ExporterInfo(manifest["exporter"], fallback).to_dict())
         manifest["export_seconds"] = round(time.perf_counter() - started, 2)
         write_json(tmp / MANIFEST, manifest)
     return manifest

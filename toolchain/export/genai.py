@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ExportError
 from toolchain.export.source import Source, import_optional
 
@@ -68,7 +69,7 @@ def build(source: Source, into: Path, trust_remote_code: bool = False) -> Path:
             builder.create_model("", str(source.path), str(work), "fp32", "cpu", str(cache),
                                  hf_remote=bool(trust_remote_code), hf_token="false")
     except (ValueError, KeyError, OSError, RuntimeError, NotImplementedError, AttributeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ExportError(f"ONNX Runtime GenAI's model builder could not export {source.name}: {first}") from None
     graph = work / "model.onnx"
     if not graph.is_file():
@@ -82,7 +83,8 @@ def build(source: Source, into: Path, trust_remote_code: bool = False) -> Path:
 
 
 def _consolidate(src: Path, dst: Path) -> None:
-    """One self-contained model file (the artifact hashes one file per variant) unless it is too big."""
+    """One self-contained model file unless it is too big; then its weights go to ``model.onnx_data``, which
+    export lists (with its sha256) as external data of the variant's ``model`` component."""
     onnx = import_optional("onnx")
     model = onnx.load(str(src), load_external_data=True)
     if model.ByteSize() < SINGLE_FILE_LIMIT:

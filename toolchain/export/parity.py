@@ -55,9 +55,9 @@ class Reference:
         path = Path(source_path)
         if not (path / "config.json").is_file():
             raise SourceError(f"the PyTorch source {path} is gone; parity needs it, re-export from an existing model dir.")
-        from toolchain.export.source import _read_json, needs_remote_code
+        from toolchain.export.source import needs_remote_code, read_json
 
-        if not trust_remote_code and needs_remote_code(_read_json(path / "config.json")):
+        if not trust_remote_code and needs_remote_code(read_json(path / "config.json")):
             raise SourceError(f"the PyTorch source {path} runs its own Python code (config.json auto_map); pass "
                               "--trust-remote-code if you trust its authors.")
         auto = getattr(transformers, spec.auto_class)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import SourceError
 from toolchain.runtime.manifest import sha256_file
 
@@ -117,14 +118,14 @@ def _download(repo_id: str) -> Path:
 
         return Path(snapshot_download(repo_id))
     except Exception as exc:  # offline, unknown repo, auth: all mean "not available"
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise SourceError(
             f"{repo_id!r} is not a local directory, not a bundled model ({', '.join(BUNDLED)}) and the hub "
             f"could not provide it ({reason}); pass a local model directory."
         ) from None
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -138,9 +139,9 @@ def _from_dir(name: str, path: Path) -> Source:
             raise SourceError(f"{path} has no config.json; pass a Hugging Face or sentence-transformers model directory.")
         source = Source(name, path, "transformers")
     else:
-        source = _sentence_transformers(name, path, _read_json(modules))
+        source = _sentence_transformers(name, path, read_json(modules))
     config = source.path / "config.json"
-    source.remote_code = config.is_file() and needs_remote_code(_read_json(config))
+    source.remote_code = config.is_file() and needs_remote_code(read_json(config))
     return source
 
 
@@ -155,10 +156,10 @@ def _sentence_transformers(name: str, root: Path, modules: list[dict[str, Any]])
     max_seq = None
     bert_cfg = model_dir / "sentence_bert_config.json"
     if bert_cfg.is_file():
-        max_seq = _read_json(bert_cfg).get("max_seq_length")
+        max_seq = read_json(bert_cfg).get("max_seq_length")
     mode = "mean"
     if "Pooling" in by_type:
-        cfg = _read_json(root / by_type["Pooling"]["path"] / "config.json")
+        cfg = read_json(root / by_type["Pooling"]["path"] / "config.json")
         modes = [m for m in ("cls", "mean", "max") if cfg.get(f"pooling_mode_{m}_token" if m == "cls" else f"pooling_mode_{m}_tokens")]
         others = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v and k not in {
             "pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens"}]

@@ -10,16 +10,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from toolchain.bench.core import bench
+from toolchain.bench import bench
 from toolchain.data.texts import TextSet, read_split, read_texts
 from toolchain.export.core import export
+from toolchain.runtime import ToolchainError, load, read_manifest
+from toolchain.runtime.manifest import REFERENCE_VARIANT
+from toolchain.train.recipe import Recipe, load_recipe
+from toolchain.train.stages import HELD_OUT
+from toolchain.train.trainer import default_out, train
 from toolchain.variants.optimize import optimize
 from toolchain.variants.quantize import quantize
-from toolchain.train.recipe import Recipe, load_recipe
-from toolchain.runtime.errors import ToolchainError
-from toolchain.runtime.manifest import REFERENCE_VARIANT, read_manifest
-from toolchain.runtime.model import load
-from toolchain.train.trainer import HELD_OUT, default_out, train
 from toolchain.variants.validate import validate
 
 SMOKE_BENCH = {"batches": (1,), "seqs": (16,), "runs": 3, "real": False}
@@ -34,24 +34,13 @@ def build(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
     started = time.perf_counter()
     steps: dict[str, Any] = {}
 
-    model, steps["train"] = _train_stage(recipe, out, smoke, retrain, progress)
+    model, steps["train"] = train_stage(recipe, out, smoke, retrain, progress)
     progress(f"[export] {model} -> {out}")
     manifest = export(model, out, task=recipe.task, opset=recipe.export.opset, progress=progress,
                       trust_remote_code=recipe.source.trust_remote_code)
     eval_data = _eval_data(recipe, smoke, Path(model))
     calib = str(eval_data.path) if eval_data is not None else None
-    limit = 64 if smoke else 512
-    for mode in recipe.export.quantize:
-        progress(f"[quantize] {mode}")
-        report = quantize(out, mode, calib=calib, max_drop=recipe.gate.max_drop, limit=limit, progress=progress)
-        steps.setdefault("quantize", {})[mode] = {"variant": report.variant, "passed": report.passed,
-                                                 "summary": report.gate.summary}
-    if recipe.export.optimize:
-        progress("[optimize]")
-        steps["optimize"] = optimize(out, calib=calib, max_drop=recipe.gate.max_drop, progress=progress)
-    progress("[validate] parity against PyTorch for exact variants, the gate for quantized ones")
-    checks = validate(out, variants=[n for n, v in read_manifest(out).variants.items() if v.passed])
-    steps["validate"] = [c.__dict__ for c in checks]
+    _variant_steps(recipe, out, calib, smoke, steps, progress)
     progress("[bench]")
     settings = SMOKE_BENCH if smoke else FULL_BENCH
     report = bench(out, vs_pytorch=True, progress=progress, **settings)
@@ -65,7 +54,25 @@ def build(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
             "min_accuracy": fine.get("min_accuracy")}
 
 
-def _train_stage(recipe: Recipe, out: Path, smoke: bool, retrain: bool, progress) -> tuple[str, dict[str, Any]]:
+def _variant_steps(recipe: Recipe, out: Path, calib: str | None, smoke: bool, steps: dict[str, Any], progress) -> None:
+    """Quantize, optimize and validate OUT as the recipe asks, each step's summary into STEPS."""
+    limit = 64 if smoke else 512
+    for mode in recipe.export.quantize:
+        progress(f"[quantize] {mode}")
+        report = quantize(out, mode, calib=calib, max_drop=recipe.gate.max_drop, limit=limit, progress=progress)
+        steps.setdefault("quantize", {})[mode] = {"variant": report.variant, "passed": report.passed,
+                                                 "summary": report.gate.summary}
+    if recipe.export.optimize:
+        progress("[optimize]")
+        steps["optimize"] = optimize(out, calib=calib, max_drop=recipe.gate.max_drop, progress=progress)
+    progress("[validate] parity against PyTorch for exact variants, the gate for quantized ones")
+    checks = validate(out, variants=[n for n, v in read_manifest(out).variants.items() if v.passed])
+    steps["validate"] = [c.__dict__ for c in checks]
+
+
+def train_stage(recipe: Recipe, out: Path, smoke: bool, retrain: bool, progress) -> tuple[str, dict[str, Any]]:
+    """The model to export and the train step's summary: the pretrained source when the recipe trains nothing,
+    a trained model already beside OUT (unless RETRAIN or SMOKE), else a fresh training run."""
     if recipe.train is None and recipe.pretrain is None:
         return recipe.source.pretrained, {"skipped": "no [train] section: the pretrained model is exported as is"}
     model_dir = out.with_name(out.name + ".model") if out.name else default_out(recipe)

@@ -5,23 +5,33 @@
     m.embed(["a sentence", "another one"])
     m.info()["provider"]
 
-Nothing here imports torch, transformers or optimum.
+``load()`` returns the class registered for the artifact's task (``RUNTIMES``): an Embedder, a
+Classifier or a TextGenerator, all of them a ``Model``. Nothing here imports torch, transformers or optimum.
 """
 
+from .base import RUNTIMES, register_runtime
+from .encoders import Classifier, Embedder
 from .errors import ArtifactError, InputError, ParityError, ProviderError, ToolchainError
 from .manifest import Manifest, read_manifest
-from .model import Model, load
+from .model import Model, load, open_variant
 from .providers import CudaOptions
+from .textgen import TextGenerator
 
 __all__ = [
     "ArtifactError",
+    "Classifier",
     "CudaOptions",
+    "Embedder",
     "InputError",
     "Manifest",
     "Model",
     "ParityError",
     "ProviderError",
+    "RUNTIMES",
+    "TextGenerator",
     "ToolchainError",
     "load",
+    "open_variant",
     "read_manifest",
+    "register_runtime",
 ]

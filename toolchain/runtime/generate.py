@@ -15,8 +15,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .checks import MAX_PENALTY, MIN_SCALE, _finite, _int, _show
-from .errors import ArtifactError, InputError
+from .checks import MAX_PENALTY, MIN_SCALE, check_int, finite, show
+from .errors import InputError
 from .text import as_texts
 
 NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -37,26 +37,26 @@ class Sampling:
     def __post_init__(self) -> None:
         """Coerce to plain Python values, or InputError naming the fix. NaN, infinities and scales so small
         that dividing the logits by them overflows never reach the sampler."""
-        self.max_new_tokens = _int("max_new_tokens", self.max_new_tokens, 1, "pass how many tokens to add, such as 64")
-        self.top_k = _int("top_k", self.top_k, 0, "pass 0 to turn it off or a value such as 50")
-        t = _finite(self.temperature)
+        self.max_new_tokens = check_int("max_new_tokens", self.max_new_tokens, 1, "pass how many tokens to add, such as 64")
+        self.top_k = check_int("top_k", self.top_k, 0, "pass 0 to turn it off or a value such as 50")
+        t = finite(self.temperature)
         if t is None or t < 0 or 0 < t < MIN_SCALE:
             raise InputError(f"temperature must be >= 0 (0 is greedy): pass 0 or a finite value of at least {MIN_SCALE:g} "
-                             f"such as 0.8, got {_show(self.temperature)}.")
-        p = _finite(self.top_p)
+                             f"such as 0.8, got {show(self.temperature)}.")
+        p = finite(self.top_p)
         if p is None or not 0 < p <= 1:
             raise InputError(f"top_p must be in (0, 1]: pass 1.0 to turn it off or a value such as 0.9, "
-                             f"got {_show(self.top_p)}.")
-        r = _finite(self.repetition_penalty)
+                             f"got {show(self.top_p)}.")
+        r = finite(self.repetition_penalty)
         if r is None or not MIN_SCALE <= r <= MAX_PENALTY:
             raise InputError(f"repetition_penalty must be > 0: pass 1.0 to turn it off or a value from {MIN_SCALE:g} to "
-                             f"{MAX_PENALTY:g} such as 1.2, got {_show(self.repetition_penalty)}.")
+                             f"{MAX_PENALTY:g} such as 1.2, got {show(self.repetition_penalty)}.")
         stop = self.stop
         stops = () if stop is None else (stop,) if isinstance(stop, str) else stop
         if not isinstance(stops, (list, tuple)) or not all(isinstance(x, str) and x for x in stops):
-            raise InputError(f"stop must be a list of non-empty strings such as ['\\n'], got {_show(stop)}.")
+            raise InputError(f"stop must be a list of non-empty strings such as ['\\n'], got {show(stop)}.")
         if self.seed is not None:
-            self.seed = _int("seed", self.seed, 0, "pass None for a fresh sample each call or a seed such as 0")
+            self.seed = check_int("seed", self.seed, 0, "pass None for a fresh sample each call or a seed such as 0")
         self.temperature, self.top_p, self.repetition_penalty, self.stop = t, p, r, tuple(stops)
 
 
@@ -133,14 +133,15 @@ class _Row:
 class Generator:
     """Runs the KV-cache graph. Stateless between calls, so one instance serves many threads."""
 
-    def __init__(self, session: Any, tokenizer: Any, manifest_data: dict[str, Any], device: str = "cpu"):
+    def __init__(self, session: Any, tokenizer: Any, manifest: Any, device: str = "cpu"):
+        """MANIFEST: the artifact's Manifest (its max_length, generation and tokenizer sections)."""
         self.session, self.tok, self.device = session, tokenizer, device
         tokenizer.no_padding()
         tokenizer.no_truncation()
-        gen = manifest_data.get("generation") or {}
-        self.context = int(manifest_data["max_length"])
-        self.eos = set(gen.get("eos_token_ids") or [])
-        self.pad_id = int((manifest_data.get("tokenizer") or {}).get("pad_id", 0))
+        gen = manifest.generation  # checked: padding_side is left or right
+        self.context = manifest.max_length
+        self.eos = set(gen.eos_token_ids)
+        self.pad_id = manifest.tokenizer.pad_id
         inputs = {i.name: i for i in session.get_inputs()}
         self.past = [n for n in inputs if n.startswith("past_key_values.")]
         self.present = [o.name for o in session.get_outputs() if o.name.startswith("present")]
@@ -151,13 +152,10 @@ class Generator:
         # "left": optimum's graphs (left-padded prompts, positions from the mask); "right": graphs whose
         # attention (GroupQueryAttention) reads each row's length from the mask sum, so every row's tokens
         # and cache entries start at 0 and the prompt is right-padded.
-        self.padding_side = str(gen.get("padding_side", "left"))
-        if self.padding_side not in ("left", "right"):
-            raise ArtifactError(f"generation.padding_side {self.padding_side!r} in the manifest is not known; "
-                                "re-export the artifact.")
+        self.padding_side = gen.padding_side
         # GroupQueryAttention graphs read the past from and write the present into one buffer of the full
         # length (each row's length comes from the mask), so the cache is bound once per call.
-        self.shared_kv = bool(gen.get("shared_kv_buffer", False))
+        self.shared_kv = gen.shared_kv_buffer
         logits = next(o for o in session.get_outputs() if o.name == "logits")
         self.vocab = int(logits.shape[-1]) if isinstance(logits.shape[-1], int) else len(tokenizer.get_vocab())
 
@@ -214,17 +212,7 @@ class Generator:
             tokens = pick(logits, seen, s, rng)
             stats["steps"] = step + 1
             stats.setdefault("first_token_s", time.perf_counter() - started)
-            for i in live:
-                row, token = rows[i], int(tokens[i])
-                if token in self.eos:
-                    row.finish()
-                else:
-                    row.add(token)
-                    if seen[i] is not None:
-                        seen[i] = np.append(seen[i], token)
-                piece = row.fresh()
-                if piece:
-                    yield i, piece
+            yield from self._take(tokens, rows, live, seen)
             live = [i for i in live if not rows[i].done]
             if not live:
                 return
@@ -240,6 +228,22 @@ class Generator:
             piece = rows[i].fresh()
             if piece:
                 yield i, piece
+
+    def _take(self, tokens: np.ndarray, rows: list["_Row"], live: list[int], seen: list[Any]) -> list[tuple[int, str]]:
+        """Add one step's tokens to the live rows; return the (row, text piece) pairs now safe to stream."""
+        out = []
+        for i in live:
+            row, token = rows[i], int(tokens[i])
+            if token in self.eos:
+                row.finish()
+            else:
+                row.add(token)
+                if seen[i] is not None:
+                    seen[i] = np.append(seen[i], token)
+            piece = row.fresh()
+            if piece:
+                out.append((i, piece))
+        return out
 
     def prompt_ids(self, prompts: list[str], max_new: int) -> tuple[np.ndarray, np.ndarray]:
         """Padded prompt ids and mask (on the side the graph wants); prompts longer than the context

@@ -1,124 +1,45 @@
 """Reading and checking an artifact's manifest.json: the contract between export and runtime.
 
+Each section is a typed object (sections.py, variants.py) read and written in one place. Schema v2 gives
+each variant named components (files with sha256, size and external data); a v1 manifest (one file per
+variant) is upgraded in memory when read, and written back as v2 by whatever next writes the manifest.
+
 Torch-free: used by the runtime and by every stage that writes an artifact.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError
+from .sections import (DICT, FIX, INT, LIST, STR, ExporterInfo, Generation, Pooling, SourceInfo, TensorSpec,
+                       TokenizerInfo, check_types)
 from .tasks import TASKS
+from .variants import MODEL, Component, DataFile, Variant, sha256_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 REFERENCE_VARIANT = "fp32"
 
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks so large models need no extra memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@dataclass
-class Variant:
-    """One ONNX file of the artifact and what is known about it."""
-
-    name: str
-    file: str
-    sha256: str
-    bytes: int
-    precision: str
-    passed: bool = True
-    metrics: dict[str, Any] = field(default_factory=dict)
-    tolerance: dict[str, Any] = field(default_factory=dict)
-    latency: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, name: str, data: dict[str, Any], where: Path) -> "Variant":
-        missing = [k for k in ("file", "sha256", "bytes", "precision") if k not in data]
-        if missing:
-            raise ArtifactError(
-                f"{where}: variant {name!r} lacks {', '.join(missing)}; re-export the artifact."
-            )
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "name"}
-        return cls(name=name, **known)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "name"}
-        return out
-
-    def check_summary(self) -> str:
-        """One line on how this variant was checked: parity against PyTorch, or its gate against fp32."""
-        parity, gate = self.metrics.get("parity") or {}, self.metrics.get("gate") or {}
-        if "max_abs_diff" in parity:
-            return f"parity vs PyTorch {parity['max_abs_diff']:.2g} (atol {parity.get('atol', '?')})"
-        if "mean_cosine" in gate:
-            return f"cosine to fp32: mean {gate['mean_cosine']:.4f}, min {gate.get('min_cosine', float('nan')):.4f}"
-        if "accuracy" in gate:
-            return f"accuracy {gate['accuracy']:.4f} (fp32 {gate.get('fp32_accuracy', float('nan')):.4f})"
-        if "token_agreement" in gate:
-            return f"next-token agreement {gate['token_agreement']:.4f}, perplexity x{gate['perplexity_ratio']:.4f}"
-        if "agreement" in gate:
-            return f"agreement with fp32 {gate['agreement']:.4f}"
-        return "not checked"
-
-    def latency_summary(self) -> str:
-        """Recorded p50 latency per provider, or 'not benched'."""
-        return "; ".join(f"{p} p50 {t['p50_ms']:.2f} ms (batch {t.get('batch')}, seq {t.get('seq')})"
-                         for p, t in self.latency.items() if isinstance(t, dict) and "p50_ms" in t) or "not benched"
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    """Where the artifact came from: the PyTorch model it was exported from."""
-
-    path: str = ""  # the local model directory (parity and bench re-load PyTorch from it)
-    model: str = ""  # the name the user gave (hub id or path)
-    kind: str = "transformers"  # transformers | sentence-transformers
-    architecture: str = ""
-    model_type: str = ""
-    weights: tuple[str, ...] = ()  # weight files, relative to path
-    weights_sha256: str = ""
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "SourceInfo":
-        d = data or {}
-        return cls(path=str(d.get("path") or ""), model=str(d.get("model") or ""), kind=str(d.get("kind") or "transformers"),
-                   architecture=str(d.get("architecture") or ""), model_type=str(d.get("model_type") or ""),
-                   weights=tuple(d.get("weights") or ()), weights_sha256=str(d.get("weights_sha256") or ""))
-
-
-@dataclass(frozen=True)
-class Pooling:
-    """How token states become one sentence vector (feature-extraction)."""
-
-    mode: str = "mean"  # mean | cls | max
-    normalize: bool = True
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Pooling":
-        d = data or {}
-        return cls(mode=str(d.get("mode", "mean")), normalize=bool(d.get("normalize", True)))
+__all__ = ["MANIFEST", "MODEL", "REFERENCE_VARIANT", "SCHEMA_VERSION", "Component", "DataFile", "ExporterInfo", "Generation",
+           "Manifest", "Pooling", "SourceInfo", "TensorSpec", "TokenizerInfo", "Variant", "read_manifest",
+           "session_error", "sha256_file"]
 
 
 @dataclass
 class Manifest:
-    """The parsed manifest.json of an artifact directory."""
+    """The parsed manifest.json of an artifact directory. ``data`` is the raw JSON (as read; a v1 file's
+    variants are upgraded in ``variants``); read the typed properties instead."""
 
     root: Path
     task: str
     variants: dict[str, Variant]
     data: dict[str, Any]
+    schema_version: int = SCHEMA_VERSION  # as read from disk; to_dict() always writes SCHEMA_VERSION
 
     @property
     def labels(self) -> list[str] | None:
@@ -137,8 +58,28 @@ class Manifest:
         return Pooling.from_dict(self.data.get("pooling"))
 
     @property
+    def tokenizer(self) -> TokenizerInfo:
+        return TokenizerInfo.from_dict(self.data.get("tokenizer"))
+
+    @property
+    def generation(self) -> Generation:
+        return Generation.from_dict(self.data.get("generation")).checked(self.root / MANIFEST)
+
+    @property
+    def exporter_info(self) -> ExporterInfo:
+        return ExporterInfo.from_dict(self.data)
+
+    @property
     def exporter(self) -> str:
-        return str(self.data.get("exporter") or "optimum")
+        return self.exporter_info.name
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec.from_dict(i) for i in self.data["inputs"])
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec.from_dict(o) for o in self.data["outputs"])
 
     @property
     def opset(self) -> int | None:
@@ -148,6 +89,11 @@ class Manifest:
     def bench(self) -> dict[str, Any]:
         """Bench results per provider, as ``toolchain bench`` recorded them (empty when never benched)."""
         return dict(self.data.get("bench") or {})
+
+    @property
+    def versions(self) -> dict[str, Any]:
+        """The package versions that wrote the artifact."""
+        return dict(self.data.get("versions") or {})
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -161,29 +107,40 @@ class Manifest:
         return self.root / self.variant(name).file
 
     def verify(self, name: str) -> Path:
-        """Check the variant's file exists and matches its recorded sha256; return its path."""
+        """Check every file of the variant (each component and its external data) exists inside the artifact
+        and matches its recorded sha256; return the path of its ``model`` component."""
+        paths = self.verify_components(name)
+        if MODEL not in paths:
+            raise ArtifactError(f"variant {name!r} in {self.root / MANIFEST} has components "
+                                f"{', '.join(sorted(paths))}, not one {MODEL!r} graph; open it by its components.")
+        return paths[MODEL]
+
+    def verify_components(self, name: str) -> dict[str, Path]:
+        """Check every file of the variant, as verify() does; return the path of each component's graph."""
         variant = self.variant(name)
-        path = self.root / variant.file
+        out = {}
+        for part, component in variant.components.items():
+            for i, f in enumerate(component.files):  # the graph first, then its external data
+                self._checked(name, f, "" if i == 0 else f" (external data of its {part!r} graph)")
+            out[part] = self.root / component.file
+        return out
+
+    def _checked(self, name: str, f: DataFile, role: str) -> Path:
+        path = self.root / f.file
         if self.root.resolve() not in path.resolve().parents:
-            raise ArtifactError(f"{self.root / MANIFEST}: variant {name!r} points outside the artifact ({variant.file}); "
+            raise ArtifactError(f"{self.root / MANIFEST}: variant {name!r} points outside the artifact ({f.file}); "
                                 "re-export the artifact.")
         if not path.is_file():
-            raise ArtifactError(
-                f"{path} is missing although {MANIFEST} lists it as variant {name!r}; "
-                "re-export or re-quantize to recreate it."
-            )
-        actual = sha256_file(path)
-        if actual != variant.sha256:
-            raise ArtifactError(
-                f"{path} does not match the sha256 recorded in {MANIFEST} (damaged or replaced file); "
-                "re-export the artifact."
-            )
+            raise ArtifactError(f"{path} is missing although {MANIFEST} lists it as variant {name!r}{role}; "
+                                "re-export or re-quantize to recreate it.")
+        if sha256_file(path) != f.sha256:
+            raise ArtifactError(f"{path} does not match the sha256 recorded in {MANIFEST} (damaged or replaced file); "
+                                "re-export the artifact.")
         return path
 
     def tokenizer_path(self) -> Path:
         """The tokenizer file the manifest names (tokenizer.json by default), checked to exist inside the artifact."""
-        tok = self.data.get("tokenizer") or {}
-        name = tok.get("file", "tokenizer.json")
+        name = self.tokenizer.file
         path = self.root / str(name)
         if not isinstance(name, str) or self.root.resolve() not in path.resolve().parents:
             raise ArtifactError(f"{self.root / MANIFEST} names a tokenizer outside the artifact ({name}); "
@@ -193,7 +150,9 @@ class Manifest:
         return path
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest as written: always the current schema (a v1 manifest is upgraded)."""
         data = dict(self.data)
+        data["schema_version"] = SCHEMA_VERSION
         data["variants"] = {n: v.to_dict() for n, v in self.variants.items()}
         return data
 
@@ -225,51 +184,33 @@ def read_manifest(root: str | Path) -> Manifest:
             raise ArtifactError(f"{path} lacks the key {key!r}; re-run 'toolchain export'.")
     if not isinstance(data["variants"], dict) or not data["variants"]:
         raise ArtifactError(f"{path} lists no variants; re-run 'toolchain export'.")
-    _check_types(path, data)
+    _check_top(path, data)
     variants = {}
     for name, entry in data["variants"].items():
         if not isinstance(entry, dict):
             raise ArtifactError(f"{path}: variant {name!r} is not an object; re-run 'toolchain export'.")
-        variants[name] = Variant.from_dict(name, entry, path)
-        _check_types(path, entry, VARIANT_TYPES, f"variants.{name}.")
-    return Manifest(root=root, task=data["task"], variants=variants, data=data)
+        variants[name] = Variant.from_dict(name, entry, path, version)
+    return Manifest(root=root, task=data["task"], variants=variants, data=data, schema_version=version)
 
 
-# What each key of the manifest (and of each variant) must hold: (phrase, types, may be null or absent).
-_INT, _STR, _DICT, _LIST = ("a positive integer", (int,)), ("a string", (str,)), ("an object", (dict,)), ("a list", (list,))
+# What each top-level key must hold: (phrase, types), and whether it may be null or absent.
 MANIFEST_TYPES: dict[str, tuple[tuple[str, tuple[type, ...]], bool]] = {
-    "task": (_STR, False), "max_length": (_INT, False), "inputs": (_LIST, False), "outputs": (_LIST, False),
-    "labels": (_LIST, True), "tokenizer": (_DICT, True), "pooling": (_DICT, True), "generation": (_DICT, True),
-    "source": (_DICT, True), "versions": (_DICT, True), "bench": (_DICT, True), "opset": (_INT, True),
-}
-VARIANT_TYPES = {
-    "file": (_STR, False), "sha256": (_STR, False), "bytes": (_INT, False), "precision": (_STR, False),
-    "passed": (("true or false", (bool,)), False), "metrics": (_DICT, True), "tolerance": (_DICT, True),
-    "latency": (_DICT, True),
+    "task": (STR, False), "max_length": (INT, False), "inputs": (LIST, False), "outputs": (LIST, False),
+    "labels": (LIST, True), "tokenizer": (DICT, True), "pooling": (DICT, True), "generation": (DICT, True),
+    "source": (DICT, True), "versions": (DICT, True), "bench": (DICT, True), "opset": (INT, True),
 }
 
 
-def _check_types(path: Path, data: dict[str, Any], types=MANIFEST_TYPES, prefix: str = "") -> None:
-    """Refuse a manifest whose keys hold the wrong kind of value (a hand edit, a damaged file)."""
-    for key, ((phrase, allowed), nullable) in types.items():
-        if key not in data or (data[key] is None and nullable):
-            continue
-        value = data[key]
-        ok = isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool))
-        if ok and allowed == (int,):
-            ok = value > 0
-        if not ok:
-            raise ArtifactError(f"{path}: {prefix}{key} should be {phrase}, not {json.dumps(value)[:40]}; "
-                                "re-run 'toolchain export'.")
-    if prefix == "":
-        if not all(isinstance(io, dict) and isinstance(io.get("name"), str) for io in data["inputs"] + data["outputs"]):
-            raise ArtifactError(f"{path}: every entry of inputs and outputs should be an object with a name; "
-                                "re-run 'toolchain export'.")
-        if data.get("labels") is not None and not all(isinstance(label, str) for label in data["labels"]):
-            raise ArtifactError(f"{path}: labels should be a list of strings; re-run 'toolchain export'.")
-        if data["task"] not in TASKS:
-            raise ArtifactError(f"{path} is for task {data['task']!r}, which this toolchain cannot run; "
-                                f"upgrade the toolchain package or re-export for one of {', '.join(sorted(TASKS))}.")
+def _check_top(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a manifest whose top-level keys hold the wrong kind of value (a hand edit, a damaged file)."""
+    check_types(path, data, MANIFEST_TYPES)
+    if not all(isinstance(io, dict) and isinstance(io.get("name"), str) for io in data["inputs"] + data["outputs"]):
+        raise ArtifactError(f"{path}: every entry of inputs and outputs should be an object with a name; {FIX}.")
+    if data.get("labels") is not None and not all(isinstance(label, str) for label in data["labels"]):
+        raise ArtifactError(f"{path}: labels should be a list of strings; {FIX}.")
+    if data["task"] not in TASKS:
+        raise ArtifactError(f"{path} is for task {data['task']!r}, which this toolchain cannot run; "
+                            f"upgrade the toolchain package or re-export for one of {', '.join(sorted(TASKS))}.")
 
 
 def session_error(path: Path, exc: BaseException) -> ArtifactError:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import first_line, warn_once
+
 log = logging.getLogger("toolchain.runtime")
 
 PROFILE_DIR_PREFIX = "toolchain-placement-"
@@ -35,7 +37,6 @@ HEAVY_OPS = frozenset({
 })
 MEMCPY_OPS = frozenset({"MemcpyToHost", "MemcpyFromHost"})
 _SHORT = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda"}
-_warned: set[str] = set()
 
 
 @dataclass
@@ -108,7 +109,7 @@ def from_profile(path: str, provider: str, error: BaseException | None = None) -
         except (OSError, ValueError) as exc:
             return {**NOT_CHECKED, "placement": f"not checked: ONNX Runtime's profile could not be read ({exc})"}
         if placement.heavy:
-            _warn_once(f"ONNX Runtime runs {', '.join(f'{op} x{n}' for op, n in placement.heavy.items())} on CPU "
+            warn_once(log, f"ONNX Runtime runs {', '.join(f'{op} x{n}' for op, n in placement.heavy.items())} on CPU "
                        "although the session is on CUDA (the CUDA provider has no kernel for them); expect slow "
                        "runs, and prefer a variant without them (fp32 or fp16) on this GPU.")
         return placement.info()
@@ -125,14 +126,3 @@ def discard(path: str | None) -> None:
         shutil.rmtree(p.parent, ignore_errors=True)
     else:
         p.unlink(missing_ok=True)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)

@@ -6,27 +6,34 @@ is read back from ``session.get_providers()``, never assumed from what was asked
 
 from __future__ import annotations
 
+import glob
 import logging
 import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
+from .checks import is_int, warn_once
 from .errors import InputError, ProviderError
 
 log = logging.getLogger("toolchain.runtime")
+_warned: set[str] = set()  # the fallback warnings already logged (tests reset it)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 PROVIDER_NAMES = {"cpu": CPU, "cuda": CUDA}
 CHOICES = ("auto", "cpu", "cuda")
 
-_warned: set[str] = set()
+# Device nodes an NVIDIA driver creates (/dev/nvidia0, /dev/nvidiactl, ...); WSL2 exposes its GPUs as /dev/dxg.
+DEVICE_NODES = ("/dev/nvidia*", "/dev/dxg")
 
 
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
+def has_nvidia_device() -> bool:
+    """Whether this machine shows any sign of an NVIDIA GPU (a driver's device node).
+
+    Without one, CUDA failing to start under ``provider="auto"`` is the expected case, not news: the
+    fallback is recorded in ``info()["fallback_reason"]`` but not logged as a warning on every load.
+    Module-level so tests can monkeypatch it."""
+    return any(glob.glob(pattern) for pattern in DEVICE_NODES)
 
 
 ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
@@ -36,8 +43,8 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 
 def parse_bytes(value: Any) -> int:
     """A byte count from an int or a string such as "4GB", "512MiB" or "1e9"."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    if is_int(value):
+        return int(value)
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", str(value).lower())
     if not match or match.group(2) not in _UNITS:
         raise InputError(f"gpu_mem_limit {value!r} is not a size; give bytes or a number with a unit such as 4GB or 512MiB.")
@@ -67,7 +74,7 @@ class CudaOptions:
         if isinstance(self.cudnn_conv_algo_search, str):
             object.__setattr__(self, "cudnn_conv_algo_search", self.cudnn_conv_algo_search.upper())
         checks = [
-            (_is_int(self.device_id) and self.device_id >= 0,
+            (is_int(self.device_id) and self.device_id >= 0,
              f"device_id must be an int >= 0 (the GPU's index as CUDA numbers them), got {self.device_id!r}"),
             (self.gpu_mem_limit is None or self.gpu_mem_limit > 0,
              f"gpu_mem_limit must be a positive number of bytes or None (no limit), got {self.gpu_mem_limit!r}"),
@@ -118,10 +125,6 @@ class CudaOptions:
         return asdict(self)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _same_int(a: Any, b: Any) -> bool:
     try:
         return int(a) == int(b)
@@ -165,7 +168,8 @@ def negotiate(
     ``make_session(providers)`` builds an ``onnxruntime.InferenceSession`` (raising CudaStartError when ONNX
     Runtime raised while starting CUDA); ``available`` is ``onnxruntime.get_available_providers()``. Both
     are parameters so the logic is testable on CPU. "cuda" never falls back; "auto" falls back to CPU only
-    when CUDA cannot start as asked, and logs why once.
+    when CUDA cannot start as asked, and logs why once, unless the machine has no NVIDIA device at all
+    (``has_nvidia_device()``): then CPU is expected, and the reason is only recorded.
     """
     if requested not in CHOICES:
         raise ProviderError(f"provider {requested!r} is not known; use one of {', '.join(CHOICES)}.")
@@ -177,8 +181,11 @@ def negotiate(
         return Negotiated(session, "cuda", requested, cuda=options)
     if requested == "cuda":
         raise ProviderError(f"provider 'cuda' was requested but {reason}; use provider='cpu' or 'auto'.")
-    if surprising:
-        _warn_once(f"falling back to CPU: {reason}")
+    if surprising and has_nvidia_device():
+        warn_once(log, f"falling back to CPU: {reason}", _warned)
+    elif surprising:  # no GPU here at all: CPU is what anyone would expect, so no warning on every load
+        reason = f"{reason} (this machine has no NVIDIA device: no /dev/nvidia*)"
+        log.debug("using CPU: %s", reason)
     if session is None:
         session = make_session([CPU])
     in_use = session.get_providers()

@@ -20,7 +20,7 @@ from toolchain.bench.core import measure_variants, record_latency
 from toolchain.data.texts import read_texts
 from toolchain.variants.gate import judge
 from toolchain.runtime.errors import ToolchainError
-from toolchain.runtime.manifest import REFERENCE_VARIANT, Manifest, Variant, read_manifest, sha256_file
+from toolchain.runtime.manifest import MODEL, REFERENCE_VARIANT, Component, Manifest, Variant, read_manifest
 
 MIN_SPEEDUP = 1.05  # faster by at least 5% at batch 1 x 128 tokens, or it is not kept
 
@@ -105,8 +105,8 @@ def optimize(
                 continue
             scratch = copy.deepcopy(manifest)
             base_v = manifest.variant(base)
-            scratch.variants[variant] = Variant(variant, str(dst.relative_to(root)), sha256_file(dst),
-                                                dst.stat().st_size, base_v.precision)
+            scratch.variants[variant] = Variant(variant, precision=base_v.precision,
+                                                components={MODEL: Component.of(root, str(dst.relative_to(root)))})
             result, reference = judge(scratch, variant, data, max_drop, reference)
             timing = measure_variants(scratch, [base, variant], runs=runs)
             speedup = timing[base]["p50_ms"] / timing[variant]["p50_ms"]

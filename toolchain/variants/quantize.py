@@ -20,8 +20,9 @@ from toolchain.bench.core import measure_variants, record_latency
 from toolchain.data.texts import TextSet, read_texts
 from toolchain.variants.gate import GateResult, judge
 from toolchain.variants.hardware import Preset, preset_for
+from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ToolchainError
-from toolchain.runtime.manifest import REFERENCE_VARIANT, Variant, read_manifest, sha256_file
+from toolchain.runtime.manifest import MODEL, REFERENCE_VARIANT, Component, Variant, read_manifest
 from toolchain.runtime.model import load
 
 CALIB_BATCH = 8
@@ -256,8 +257,8 @@ def quantize(
             progress(f"building {spec.variant}: {plan.label}")
             plan.calib, plan.artifact = data, root
             _build(spec, src, candidate, preset, plan)
-            scratch.variants[name] = Variant(name, str(candidate.relative_to(root)), sha256_file(candidate),
-                                             candidate.stat().st_size, spec.precision)
+            scratch.variants[name] = Variant(name, precision=spec.precision,
+                                             components={MODEL: Component.of(root, str(candidate.relative_to(root)))})
             result, reference = judge(scratch, name, data, max_drop, reference)
             progress(f"  {'passed' if result.passed else 'missed'}: {result.summary}")
             tried.append({"name": name, "plan": plan.label, "fp32_nodes": plan.exclude, "keep": plan.keep,
@@ -308,7 +309,7 @@ def _build(spec: Mode, src: Path, dst: Path, preset: Preset, plan: Plan) -> None
     except ToolchainError:
         raise
     except Exception as exc:  # onnxruntime.quantization raises plain exceptions on unsupported graphs
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ToolchainError(f"{spec.name} quantization failed on {src.resolve()}: {first}") from None
     finally:
         for log, level in zip(quiet, levels):

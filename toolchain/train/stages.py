@@ -1,0 +1,178 @@
+"""The training stages: finetune a classifier, train a causal language model, pretrain a masked LM from
+scratch. STAGES maps a recipe's task to its stage; each reads the recipe's data, fits with fit.py and
+writes an HF-style model dir."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from toolchain.data.texts import read_split
+from toolchain.export.source import resolve
+from toolchain.train.fit import fit, save_model
+from toolchain.train.recipe import Recipe, RecipeError, Split, Training
+from toolchain.train.tokenizers import train_tokenizer
+
+HELD_OUT = "heldout.txt"  # language models: the validation text, for the quantization gate
+SMOKE = {"examples": 64, "dev": 32, "steps": 3, "batch": 8, "max_length": 32}
+
+
+def pretrained_dir(recipe: Recipe) -> Path:
+    """The pretrained model's local dir; pickle-only weights and untrusted remote code are refused."""
+    return resolve(recipe.source.pretrained, trust_remote_code=recipe.source.trust_remote_code).path
+
+
+def smoke_settings(training: Training, smoke: bool) -> Training:
+    """TRAINING as is, or cut to a few short steps for a smoke run (--smoke)."""
+    if not smoke:
+        return training
+    return replace(training, max_steps=SMOKE["steps"], batch_size=SMOKE["batch"],
+                   max_length=min(training.max_length, SMOKE["max_length"]), logging_steps=1, save_steps=2)
+
+
+def smoke_limit(split: Split, smoke: bool, n: int) -> Split:
+    """SPLIT as is, or limited to N examples for a smoke run."""
+    return replace(split, limit=min(split.limit or n, n)) if smoke else split
+
+
+def finetune(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progress) -> dict[str, Any]:
+    """A sequence classifier finetuned on the recipe's labelled split; dev accuracy when there is a dev split."""
+    import transformers
+
+    settings = smoke_settings(recipe.train, smoke)
+    start_from = base or pretrained_dir(recipe)
+    labels = recipe.labels
+    train = read_split(recipe.resolve(recipe.data.train.path), smoke_limit(recipe.data.train, smoke, SMOKE["examples"]), labels)
+    dev = None
+    if recipe.data.dev is not None:
+        dev = read_split(recipe.resolve(recipe.data.dev.path), smoke_limit(recipe.data.dev, smoke, SMOKE["dev"]), labels)
+    progress(f"finetuning {start_from} on {len(train.texts)} examples ({recipe.task})")
+    trust = recipe.source.trust_remote_code
+    tok = transformers.AutoTokenizer.from_pretrained(str(start_from), use_fast=True, trust_remote_code=trust)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(start_from), num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True, use_safetensors=True,
+        trust_remote_code=trust)
+
+    def encode(split):
+        enc = tok(split.texts, truncation=True, max_length=settings.max_length)
+        return [{"input_ids": ids, "attention_mask": m, "labels": y}
+                for ids, m, y in zip(enc["input_ids"], enc["attention_mask"], split.labels)]
+
+    collator = transformers.DataCollatorWithPadding(tok)
+    trainer, seconds = fit(model, tok, encode(train), collator, settings, out, progress, group_by_length=True)
+    metrics: dict[str, Any] = {"train_examples": len(train.texts), "train_seconds": round(seconds, 1),
+                               "settings": asdict(settings), "base": str(start_from)}
+    metrics.update(trainer.state.log_history[-1] if trainer.state.log_history else {})
+    if dev is not None:
+        pred = trainer.predict(encode(dev))
+        accuracy = float((pred.predictions.argmax(-1) == pred.label_ids).mean())
+        metrics.update({"dev_accuracy": accuracy, "dev_examples": len(dev.texts)})
+        progress(f"dev accuracy {accuracy:.4f} on {len(dev.texts)} examples")
+        if recipe.gate.min_accuracy is not None and not smoke:
+            metrics["min_accuracy"] = recipe.gate.min_accuracy
+            metrics["reached_min_accuracy"] = accuracy >= recipe.gate.min_accuracy
+    save_model(model, tok, out, metrics, settings)
+    return metrics
+
+
+def _text_split(recipe: Recipe, smoke: bool) -> tuple[str, str]:
+    """The recipe's plain-text file cut at a line break into training text and held-out validation text."""
+    path = recipe.resolve(recipe.data.train.path)
+    if not path.is_file():
+        raise RecipeError(f"data file {path} does not exist; fix 'path' in the recipe or add the file under models/data/.")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if smoke:
+        text = text[:20_000]
+    if not text.strip():
+        raise RecipeError(f"data file {path} is empty; a language model needs text to train on.")
+    cut = int(len(text) * (1 - recipe.data.held_out))
+    cut = text.rfind("\n", 0, cut) + 1 or cut
+    return text[:cut], text[cut:]
+
+
+def _causal_model(recipe: Recipe, base: Path | None, train_text: str, settings: Training):
+    """(tokenizer, model, where it started): a new architecture with its own tokenizer, or a pretrained model."""
+    import transformers
+
+    if recipe.source.architecture:
+        tok = train_tokenizer(recipe, train_text.splitlines(), settings)
+        config = transformers.AutoConfig.for_model(
+            recipe.source.architecture, vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id, **{"max_position_embeddings": settings.max_length, **recipe.source.config})
+        return tok, transformers.AutoModelForCausalLM.from_config(config), f"a {recipe.source.architecture} from scratch"
+    start = str(base or pretrained_dir(recipe))
+    trust = recipe.source.trust_remote_code
+    tok = transformers.AutoTokenizer.from_pretrained(start, use_fast=True, trust_remote_code=trust)
+    model = transformers.AutoModelForCausalLM.from_pretrained(start, use_safetensors=True, trust_remote_code=trust)
+    return tok, model, start
+
+
+def causal_lm(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progress) -> dict[str, Any]:
+    """A decoder trained from scratch (or further trained) on plain text, next-token prediction."""
+    import transformers
+
+    settings = smoke_settings(recipe.train, smoke)
+    train_text, val_text = _text_split(recipe, smoke)
+    tok, model, start = _causal_model(recipe, base, train_text, settings)
+    params = sum(p.numel() for p in model.parameters())
+    progress(f"training {start} ({params / 1e6:.1f}M parameters, vocab {len(tok)}) on {len(train_text):,} characters")
+
+    def blocks(chunk: str) -> list[dict[str, list[int]]]:
+        ids = tok(chunk, add_special_tokens=False)["input_ids"]
+        n = settings.max_length
+        return [{"input_ids": ids[i : i + n]} for i in range(0, max(1, len(ids) - n + 1), n)]
+
+    collator = transformers.DataCollatorForLanguageModeling(tok, mlm=False)
+    trainer, seconds = fit(model, tok, blocks(train_text), collator, settings, out, progress, group_by_length=False)
+    val_loss = float(trainer.evaluate(blocks(val_text))["eval_loss"])
+    sample_ids = tok("ROMEO:", return_tensors="pt")["input_ids"].to(model.device)
+    sample = tok.decode(model.generate(sample_ids, max_new_tokens=48, do_sample=False)[0], skip_special_tokens=True)
+    progress(f"validation loss {val_loss:.3f} (perplexity {math.exp(min(val_loss, 50)):.1f}); greedy sample: {sample!r}")
+    metrics = {"train_characters": len(train_text), "train_seconds": round(seconds, 1), "val_loss": val_loss,
+               "val_perplexity": math.exp(min(val_loss, 50)), "parameters": params, "sample": sample,
+               "settings": asdict(settings), "base": start}
+    metrics.update(trainer.state.log_history[-1] if trainer.state.log_history else {})
+    save_model(model, tok, out, metrics, settings, extra={HELD_OUT: val_text})
+    return metrics
+
+
+# The finetuning stage per task: train() looks the recipe's task up here; a new task adds one entry.
+STAGES = {"text-classification": finetune, "text-generation": causal_lm}
+
+
+def pretrain(recipe: Recipe, out: Path, smoke: bool, progress) -> tuple[Path, dict[str, Any]]:
+    import transformers
+
+    spec = recipe.pretrain
+    settings = smoke_settings(spec.train, smoke)
+    texts: list[str] = []
+    for split in spec.data:
+        texts += read_split(recipe.resolve(split.path), smoke_limit(split, smoke, SMOKE["examples"]), None).texts
+    held_out = texts[-max(8, len(texts) // 100):]
+    texts = texts[: len(texts) - len(held_out)]
+    progress(f"pretraining a {recipe.source.architecture} from scratch on {len(texts)} texts (masked language modelling)")
+    tok = train_tokenizer(recipe, texts, settings)
+    config = transformers.AutoConfig.for_model(
+        recipe.source.architecture, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+        **{"max_position_embeddings": settings.max_length + 2, **recipe.source.config})
+    model = transformers.AutoModelForMaskedLM.from_config(config)
+    progress(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, vocab {len(tok)}")
+
+    def blocks(items: list[str]) -> list[dict[str, list[int]]]:
+        """Concatenate the token stream and cut it into max_length blocks: no padding wasted."""
+        ids = [i for row in tok(items, add_special_tokens=False)["input_ids"] for i in row + [tok.sep_token_id]]
+        size = settings.max_length - 2
+        return [{"input_ids": tok.build_inputs_with_special_tokens(ids[i : i + size])}
+                for i in range(0, max(1, len(ids) - size + 1), size)]
+
+    collator = transformers.DataCollatorForLanguageModeling(tok, mlm_probability=settings.mlm_probability)
+    trainer, seconds = fit(model, tok, blocks(texts), collator, settings, out, progress, group_by_length=False)
+    loss = float(trainer.evaluate(blocks(held_out))["eval_loss"])
+    metrics = {"texts": len(texts), "train_seconds": round(seconds, 1), "held_out_mlm_loss": loss,
+               "settings": asdict(settings), "parameters": sum(p.numel() for p in model.parameters())}
+    progress(f"pretraining done: held-out masked-LM loss {loss:.3f}")
+    save_model(model, tok, out, metrics, settings)
+    return out, metrics
