@@ -14,8 +14,8 @@ from toolchain.variants.gate import GATES, gate_for, judge
 from toolchain.runtime import ToolchainError
 from toolchain.runtime.manifest import read_manifest
 
-EMBED = GATES["embed"].judge
-CLASSIFY = GATES["classify"].judge
+EMBED = GATES["feature-extraction"].judge
+CLASSIFY = GATES["text-classification"].judge
 
 
 def _data(n, labels=None):
@@ -44,10 +44,10 @@ def _rotate_row(v, cos):
 
 # -- embeddings ---------------------------------------------------------------------------------
 def test_registry_defaults():
-    assert set(GATES) == {"embed", "classify", "generate"}
-    assert GATES["embed"].default_max_drop == 0.005 and GATES["classify"].default_max_drop == 0.01
-    assert GATES["generate"].default_max_drop == 0.02
-    with pytest.raises(ToolchainError, match="no gate for the runtime method 'translate'"):
+    assert set(GATES) == {"feature-extraction", "text-classification", "text-generation"}
+    assert GATES["feature-extraction"].default_max_drop == 0.005 and GATES["text-classification"].default_max_drop == 0.01
+    assert GATES["text-generation"].default_max_drop == 0.02
+    with pytest.raises(ToolchainError, match="no gate for task 'translate'"):
         gate_for("translate")
 
 
@@ -213,7 +213,7 @@ def test_judge_identical_variant(art):
     assert reference.shape[0] == 12
     again, same = judge(manifest, "copy", data, None, reference)
     assert same is reference
-    assert again.metrics["max_drop"] == GATES["embed"].default_max_drop  # the budget applied is recorded
+    assert again.metrics["max_drop"] == GATES["feature-extraction"].default_max_drop  # the budget applied is recorded
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.01, 2])

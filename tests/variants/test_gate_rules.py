@@ -37,11 +37,11 @@ def rows(agreement: float, ppl_ratio: float, base_logp: float = -2.0) -> tuple[n
 
 def verdict(agreement: float, ppl_ratio: float, budget: float = BUDGET) -> bool:
     ref, got = rows(agreement, ppl_ratio)
-    return gate_for("generate").judge(ref, got, DATA, budget).passed
+    return gate_for("text-generation").judge(ref, got, DATA, budget).passed
 
 
 def test_default_budget_is_the_documented_one():
-    assert GATES["generate"].default_max_drop == BUDGET
+    assert GATES["text-generation"].default_max_drop == BUDGET
 
 
 @pytest.mark.parametrize("agreement, ratio, passed", [
@@ -65,7 +65,7 @@ def test_generate_gate_rule(agreement, ratio, passed):
 
 def test_generate_gate_metrics_are_the_measured_numbers():
     ref, got = rows(0.9, 1.5)
-    result = gate_for("generate").judge(ref, got, DATA, BUDGET)
+    result = gate_for("text-generation").judge(ref, got, DATA, BUDGET)
     m = result.metrics
     assert m["token_agreement"] == pytest.approx(0.9)
     assert m["fp32_perplexity"] == pytest.approx(np.exp(2.0))

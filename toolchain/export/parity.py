@@ -82,7 +82,7 @@ GEN_TOKENS = 24
 def check_variant(root: Path, variant: str, reference: Reference, atol: float) -> ParityResult:
     """Compare one variant with PyTorch, the way its task needs (a registry keyed by runtime method)."""
     model = load(root, variant=variant, provider="cpu")
-    return PARITY[model.task.method](model, variant, reference, atol)
+    return PARITY[model.manifest.task](model, variant, reference, atol)
 
 
 def _encoder_parity(model, variant: str, reference: Reference, atol: float) -> ParityResult:
@@ -140,7 +140,9 @@ def _greedy_parity(model, variant: str, reference: Reference, atol: float) -> Pa
     return ParityResult(variant, atol, diff, tokens_match, bool(diff <= atol and tokens_match), len(GEN_PROMPTS))
 
 
-PARITY = {"embed": _encoder_parity, "classify": _encoder_parity, "generate": _greedy_parity}
+# One parity check per task (a key of toolchain.runtime.tasks.TASKS); a new task adds its entry here.
+PARITY = {"feature-extraction": _encoder_parity, "text-classification": _encoder_parity,
+          "text-generation": _greedy_parity}
 
 
 def raise_misses(results: list[ParityResult], root: Path) -> None:

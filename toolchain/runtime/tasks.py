@@ -28,6 +28,20 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {}
 
 
+@dataclass(frozen=True)
+class Unsupported:
+    """A registry entry saying, on purpose, that a stage has nothing for a task, and why.
+
+    Every stage keeps one registry keyed by task name (RUNTIMES, PARITY, GATES, STAGES, PRINTERS, TABS);
+    tests/test_registries.py fails when a task has neither an entry nor an Unsupported(reason) there."""
+
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise ValueError("Unsupported needs a reason: say why the stage has nothing for the task.")
+
+
 def register(spec: TaskSpec) -> TaskSpec:
     TASKS[spec.name] = spec
     return spec

@@ -11,6 +11,7 @@ from typing import Any
 
 from toolchain.data.texts import read_split
 from toolchain.export.source import resolve
+from toolchain.runtime.tasks import Unsupported
 from toolchain.train.fit import fit, save_model
 from toolchain.train.recipe import Recipe, RecipeError, Split, Training
 from toolchain.train.tokenizers import train_tokenizer
@@ -140,7 +141,12 @@ def causal_lm(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progres
 
 
 # The finetuning stage per task: train() looks the recipe's task up here; a new task adds one entry.
-STAGES = {"text-classification": finetune, "text-generation": causal_lm}
+STAGES: dict[str, Any] = {
+    "text-classification": finetune,
+    "text-generation": causal_lm,
+    "feature-extraction": Unsupported("embedding recipes export a pretrained sentence encoder as it is (models/minilm.toml); "
+                                      "finetune it for a task such as text-classification instead"),
+}
 
 
 def pretrain(recipe: Recipe, out: Path, smoke: bool, progress) -> tuple[Path, dict[str, Any]]:

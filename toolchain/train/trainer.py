@@ -18,6 +18,7 @@ from toolchain.artifact.atomic import writing
 from toolchain.export.source import import_optional
 from toolchain.train.fit import checkpoints_dir
 from toolchain.train.recipe import Recipe, RecipeError, load_recipe
+from toolchain.runtime.tasks import Unsupported
 from toolchain.train.stages import HELD_OUT, STAGES, pretrain
 from toolchain.train.stages import pretrained_dir as _pretrained_dir  # noqa: F401  (tests/test_security.py reads it here)
 
@@ -50,9 +51,12 @@ def train(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
         if recipe.pretrain is not None:
             base, metrics["pretrain"] = pretrain(recipe, pre_out, smoke, progress)
         if recipe.train is not None:
-            if recipe.task not in STAGES:
-                raise RecipeError(f"{recipe.path}: training for task {recipe.task!r} is not supported; "
-                                  f"recipes can train {', '.join(STAGES)}.")
+            stage = STAGES.get(recipe.task)
+            if not callable(stage):
+                why = f" ({stage.reason})" if isinstance(stage, Unsupported) else ""
+                trainable = ", ".join(t for t, s in STAGES.items() if callable(s))
+                raise RecipeError(f"{recipe.path}: training for task {recipe.task!r} is not supported{why}; "
+                                  f"recipes can train {trainable}.")
             metrics["finetune"] = STAGES[recipe.task](recipe, base, out, smoke, progress)
             return TrainResult(out, metrics)
     return TrainResult(base, metrics)

@@ -14,8 +14,7 @@ import numpy as np
 from toolchain.data.texts import TextSet
 from toolchain.runtime.errors import ToolchainError
 from toolchain.runtime.manifest import REFERENCE_VARIANT, Manifest
-from toolchain.runtime.tasks import task_spec
-from toolchain.runtime.model import open_variant
+from toolchain.runtime.model import Model, open_variant
 
 
 @dataclass
@@ -27,16 +26,17 @@ class GateResult:
 
 @dataclass(frozen=True)
 class Gate:
-    method: str
+    task: str  # a key of toolchain.runtime.tasks.TASKS
     default_max_drop: float
     judge: Callable[[np.ndarray, np.ndarray, TextSet, float], GateResult]
+    outputs: Callable[[Model, TextSet], np.ndarray]  # what the gate compares, through the public runtime API
 
 
 GATES: dict[str, Gate] = {}
 
 
 def register(gate: Gate) -> Gate:
-    GATES[gate.method] = gate
+    GATES[gate.task] = gate
     return gate
 
 
@@ -111,33 +111,27 @@ def _lm_positions(model, texts: list[str], window: int = 128) -> np.ndarray:
     return np.concatenate(rows)
 
 
-register(Gate("embed", 0.005, _embed_gate))
-register(Gate("generate", 0.02, _generate_gate))
-register(Gate("classify", 0.01, _classify_gate))
+register(Gate("feature-extraction", 0.005, _embed_gate, lambda model, data: model.embed(data.texts)))
+register(Gate("text-classification", 0.01, _classify_gate, lambda model, data: model.scores(data.texts)))
+register(Gate("text-generation", 0.02, _generate_gate, lambda model, data: _lm_positions(model, data.texts)))
+
+
+def gate_for(task: str) -> Gate:
+    if task not in GATES:
+        raise ToolchainError(f"no gate for task {task!r}; gates exist for {', '.join(GATES)}.")
+    return GATES[task]
 
 
 def outputs(manifest: Manifest, variant: str, data: TextSet, provider: str = "cpu") -> np.ndarray:
-    """What the gate compares: embeddings, or class probabilities, through the public runtime API."""
-    model = open_variant(manifest, variant=variant, provider=provider)
-    if model.task.method == "embed":
-        return model.embed(data.texts)
-    if model.task.method == "classify":
-        return model.scores(data.texts)
-    if model.task.method == "generate":
-        return _lm_positions(model, data.texts)
-    raise ToolchainError(f"no gate for task {model.task.name!r}; gates exist for {', '.join(GATES)}.")
-
-
-def gate_for(method: str) -> Gate:
-    if method not in GATES:
-        raise ToolchainError(f"no gate for the runtime method {method!r}; gates exist for {', '.join(GATES)}.")
-    return GATES[method]
+    """What the task's gate compares (embeddings, class probabilities, next-token scores) for one variant."""
+    gate = gate_for(manifest.task)
+    return gate.outputs(open_variant(manifest, variant=variant, provider=provider), data)
 
 
 def judge(manifest: Manifest, variant: str, data: TextSet, max_drop: float | None,
           reference: np.ndarray | None = None, provider: str = "cpu") -> tuple[GateResult, np.ndarray]:
     """Gate ``variant`` against fp32 on ``data``; returns the result and the fp32 outputs (for reuse)."""
-    gate = gate_for(task_spec(manifest.task).method)
+    gate = gate_for(manifest.task)
     budget = gate.default_max_drop if max_drop is None else float(max_drop)
     if not 0 <= budget < 1:
         raise ToolchainError(f"max-drop must be in [0, 1), got {max_drop}.")
