@@ -24,13 +24,17 @@ def test_every_training_recipe_smoke_trains_loads_and_exports(path, tmp_path):
     import transformers
 
     from toolchain.export.core import export
+    from toolchain.export.modules import read_module_dir
 
     recipe = load_recipe(path)
     result = train(path, out=tmp_path / "model", smoke=True)
     out = result.model_dir
     assert (out / "model.safetensors").is_file() and (out / "training.json").is_file()
     metrics = json.loads((out / "training.json").read_text())
-    if recipe.task == "text-classification":
+    if recipe.model is not None:  # a user's own nn.Module: a module dir (export/modules.py), not an HF model dir
+        assert read_module_dir(out).labels == ["negative", "positive"]
+        assert 0.0 <= metrics["dev_accuracy"] <= 1.0 and metrics["train_examples"] == 64
+    elif recipe.task == "text-classification":
         model = transformers.AutoModelForSequenceClassification.from_pretrained(str(out))
         assert model.config.id2label == {0: "negative", 1: "positive"}
         assert 0.0 <= metrics["dev_accuracy"] <= 1.0 and metrics["train_examples"] == 64
@@ -41,7 +45,8 @@ def test_every_training_recipe_smoke_trains_loads_and_exports(path, tmp_path):
         assert (out / "heldout.txt").read_text().strip()
     if recipe.pretrain:
         assert (tmp_path / "model.pretrained" / "model.safetensors").is_file()
-        assert result.metrics["pretrain"]["held_out_mlm_loss"] > 0
+        assert result.metrics["pretrain"]["held_out_loss"] > 0
+        assert result.metrics["pretrain"]["objective"] == recipe.pretrain.objective
     assert not (tmp_path / "model.checkpoints").exists()  # removed once the model is written
     manifest = export(out, tmp_path / "art", task=recipe.task)
     assert manifest["labels"] == (["negative", "positive"] if recipe.task == "text-classification" else None)

@@ -47,39 +47,79 @@ def onnx_encoder_child(job: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_mb": harness.peak_rss_mb()}
 
 
-def torch_encoder_child(job: dict[str, Any]) -> dict[str, Any]:
-    """Bench PyTorch eager on the same ids and the HF tokenizer pipeline (runs in a spawned child)."""
-    import torch
+def _hf_model(job: dict[str, Any]):
+    """A transformers source: (model, forward(model, feeds) -> first output, tokenize(texts) -> feeds)."""
     import transformers
+
+    model = getattr(transformers, job["auto_class"]).from_pretrained(job["source"]).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(job["source"])
+
+    def tokenize(texts: list[str]) -> dict[str, Any]:
+        return dict(tok(texts, padding=True, truncation=True, max_length=job["max_length"], return_tensors="pt"))
+
+    return model, lambda m, feeds: m(**feeds)[0], tokenize
+
+
+def _module_model(job: dict[str, Any]):
+    """A user's own nn.Module, rebuilt from its module dir, with its `tokenizers` tokenizer (as the runtime's)."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from toolchain.export.modules import TOKENIZER_FILE, read_module_dir, run_module
+
+    found = read_module_dir(job["source"])
+    model, spec = found.build()
+    tok = Tokenizer.from_file(str(found.path / TOKENIZER_FILE))
+    tok.enable_truncation(max_length=job["max_length"])
+    tok.enable_padding(pad_id=found.pad_id, pad_token=tok.id_to_token(found.pad_id) or "[PAD]")
+
+    def tokenize(texts: list[str]) -> dict[str, Any]:
+        enc = tok.encode_batch(texts)
+        columns = {"input_ids": [e.ids for e in enc], "attention_mask": [e.attention_mask for e in enc]}
+        return {t.name: torch.tensor(columns[t.name]) for t in spec.inputs}
+
+    return model, lambda m, feeds: run_module(m, spec, feeds)[job["output"]], tokenize
+
+
+# How the PyTorch child builds the model and its tokenizer, by source kind (SourceInfo.kind).
+TORCH_MODELS: dict[str, Callable[[dict[str, Any]], tuple[Any, Callable, Callable]]] = {
+    "transformers": _hf_model,
+    "sentence-transformers": _hf_model,
+    "module": _module_model,
+}
+
+
+def torch_encoder_child(job: dict[str, Any]) -> dict[str, Any]:
+    """Bench PyTorch eager on the same ids and its tokenizer pipeline (runs in a spawned child)."""
+    import torch
 
     torch.set_num_threads(job["threads"])
     device = cuda_bench.torch_device(torch, job)  # raises where CUDA was asked for and torch cannot use it
-    model = getattr(transformers, job["auto_class"]).from_pretrained(job["source"]).eval().to(device)
+    model, forward, tokenize = TORCH_MODELS[job["kind"]](job)
+    model = model.to(device)
     if job.get("dtype") == "fp16":
         model = model.half()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def call(inputs):
-        out = model(**{k: torch.as_tensor(v).to(device) for k, v in inputs.items()})
+        out = forward(model, {k: torch.as_tensor(v).to(device) for k, v in inputs.items()})
         sync()
-        return out[0]
+        return out
 
     with torch.inference_mode():
         shapes = [harness.shape_stats(b, s, harness.time_runs(lambda: call(f), job["runs"])) for (b, s), f in job["feeds"]]
-        real = _torch_real(job, call, device, transformers) if job["texts"] else None
+        real = _torch_real(job, call, device, tokenize) if job["texts"] else None
     return {"shapes": shapes, "real": real, "provider_used": device, "peak_rss_mb": harness.peak_rss_mb()}
 
 
-def _torch_real(job: dict[str, Any], call, device: str, transformers) -> dict[str, Any]:
-    """Sentences/s of the HF tokenizer + PyTorch + pooling pipeline over the real texts."""
-    tok = transformers.AutoTokenizer.from_pretrained(job["source"])
+def _torch_real(job: dict[str, Any], call, device: str, tokenize) -> dict[str, Any]:
+    """Sentences/s of the tokenizer + PyTorch + pooling pipeline over the real texts."""
     texts = sorted(job["texts"], key=len)  # as sentence-transformers' encode does, and the runtime
 
     def pipeline():
         for i in range(0, len(texts), REAL_BATCH):
-            enc = tok(texts[i : i + REAL_BATCH], padding=True, truncation=True,
-                      max_length=job["max_length"], return_tensors="pt")
-            _torch_head(call(dict(enc)), enc["attention_mask"].to(device), job["pooling"])
+            enc = tokenize(texts[i : i + REAL_BATCH])
+            _torch_head(call(enc), enc["attention_mask"].to(device), job["pooling"])
 
     return real_rate(pipeline, len(job["texts"]), job["runs"])
 
@@ -171,7 +211,8 @@ def _torch_rows(manifest: Manifest, settings: Settings, job: dict[str, Any], src
     for row, dtype in cuda_bench.TORCH_BASELINES[settings.provider]:
         progress(f"bench pytorch eager ({dtype} on {settings.provider})")
         torch_job = {**job, "threads": settings.torch_threads, "source": str(src), "max_length": manifest.max_length,
-                     "auto_class": task_of(manifest).auto_class, "pooling": _pooling(manifest), "dtype": dtype}
+                     "auto_class": task_of(manifest).auto_class, "pooling": _pooling(manifest), "dtype": dtype,
+                     "kind": manifest.source.kind, "output": task_of(manifest).output}
         try:
             result = harness.in_child(torch_encoder_child, torch_job)
             rows[row] = {"engine": PYTORCH, "precision": dtype, "bytes": _source_bytes(manifest, src), **result}

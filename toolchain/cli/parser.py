@@ -110,14 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", "export a model to an ONNX artifact, checked against PyTorch")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
-                   help=f"local model dir, sentence-transformers dir or hub id (default: {DEFAULT_MODEL}, bundled)")
-    p.add_argument("--task", default="feature-extraction", choices=sorted(TASKS), help="optimum task name")
+                   help=f"local model dir, sentence-transformers dir, module dir (from `toolchain train` on a recipe "
+                        f"with [model] module) or hub id (default: {DEFAULT_MODEL}, bundled)")
+    p.add_argument("--task", default=None, choices=sorted(TASKS),
+                   help="optimum task name (default: a module dir's own task, else feature-extraction)")
     p.add_argument("--out", required=True, help="artifact directory to write (replaced atomically)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: optimum's for the model)")
     p.add_argument("--atol", type=float, default=None, help="parity tolerance against PyTorch (default: the task's)")
-    p.add_argument("--exporter", default="auto", choices=["auto", "ort-genai", "optimum"],
+    p.add_argument("--exporter", default="auto", choices=["auto", "ort-genai", "optimum", "torch"],
                    help="graph writer; auto: ONNX Runtime GenAI's fused decoder graph where it handles the model "
-                        "and passes parity, else optimum")
+                        "and passes parity, else optimum; module dirs: torch (dynamo, else TorchScript)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let a model whose config.json maps to its own Python code (auto_map) run that code; "
                         "only for models whose authors you trust")

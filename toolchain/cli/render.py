@@ -130,7 +130,8 @@ def train_summary(result: Any) -> str:
     pre = result.metrics.get("pretrain", {})
     parts = [f"trained model in {result.model_dir}"]
     if pre:
-        parts.append(f"pretraining held-out MLM loss {pre['held_out_mlm_loss']:.3f} ({pre['train_seconds']:.0f} s)")
+        loss = pre.get("held_out_loss", pre.get("held_out_mlm_loss"))
+        parts.append(f"pretraining ({pre.get('objective', 'masked-lm')}) held-out loss {loss:.3f} ({pre['train_seconds']:.0f} s)")
     if "dev_accuracy" in fine:
         parts.append(f"dev accuracy {fine['dev_accuracy']:.4f} ({fine['train_seconds']:.0f} s of training)")
     return "; ".join(parts)

@@ -1,11 +1,12 @@
-"""Export: a PyTorch / Hugging Face model to an artifact directory, with parity enforced.
+"""Export: a PyTorch / Hugging Face model, or a user's own nn.Module, to an artifact directory, with parity enforced.
 
-Uses optimum's ONNX exporter for the graph; this module adds the tokenizer, the manifest, parity
-against PyTorch and the atomic write.
+Uses optimum's ONNX exporter (or ort-genai's builder, or torch.onnx.export for module sources) for the
+graph; this module adds the tokenizer, the manifest, parity against PyTorch and the atomic write.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import shutil
@@ -19,13 +20,16 @@ from typing import Any, Callable
 from toolchain import __version__
 from toolchain.artifact.atomic import atomic_dir, write_json
 from toolchain.export import genai as genai_export
+from toolchain.export import torch_export
 from toolchain.runtime.checks import first_line
-from toolchain.runtime.errors import ExportError, ParityError, ToolchainError
+from toolchain.runtime.errors import ExportError, ParityError, SourceError, ToolchainError
 from toolchain.runtime.manifest import (MANIFEST, REFERENCE_VARIANT, SCHEMA_VERSION, Component, ExporterInfo, Generation,
                                         Pooling, SourceInfo, TokenizerInfo, Variant)
 from toolchain.runtime.tasks import task_spec
 from toolchain.export.source import Source, import_optional, resolve
+from toolchain.export.families import graph_pad, usable_positions
 from toolchain.export.parity import Reference, check_variant, raise_misses
+from toolchain.export.reference import reference_for
 
 log = logging.getLogger("toolchain.export")
 
@@ -111,11 +115,12 @@ def _run_genai(source: Source, settings: ExportSettings, into: Path) -> Path:
 
 @dataclass(frozen=True)
 class Exporter:
-    """A way to write the graph: which models it handles, and what the runtime must know about its graphs."""
+    """A way to write the graph: which models it handles, and what the runtime must know about its graphs.
+    ``build`` returns the graph file, or (file, ExporterInfo) where it has more to record (its method)."""
 
     name: str
-    build: Callable[[Source, ExportSettings, Path], Path]
-    handles: Callable[[ExportSettings, Any], bool]  # (settings, transformers config) -> bool
+    build: Callable[[Source, ExportSettings, Path], Path | tuple[Path, ExporterInfo]]
+    handles: Callable[[ExportSettings, Source, Any], bool]  # (settings, source, transformers config or None)
     generation: dict[str, Any]  # merged into the manifest's "generation" for decoders
     auto: bool = True  # tried by exporter="auto" where it handles the model
 
@@ -128,24 +133,34 @@ def register(exporter: Exporter) -> Exporter:
     return exporter
 
 
-# First match wins under "auto"; optimum handles everything it has an ONNX config for and comes last.
+def _hf(source: Source) -> bool:
+    return source.kind != "module"
+
+
+# First match wins under "auto"; optimum handles every HF model it has an ONNX config for and comes last;
+# torch handles only module sources (a user's own nn.Module), and HF sources never go to it.
 register(Exporter("ort-genai", _run_genai,
-                  lambda st, config: task_spec(st.task).method == "generate" and st.opset is None
+                  lambda st, src, config: _hf(src) and task_spec(st.task).method == "generate" and st.opset is None
                   and genai_export.handles(config.to_dict())
                   and genai_export.available(), genai_export.GENERATION))
-register(Exporter("optimum", _run_optimum, lambda st, config: True, {}))
+register(Exporter("optimum", _run_optimum, lambda st, src, config: _hf(src), {}))
+register(Exporter(torch_export.NAME, torch_export.build, torch_export.handles, {}))
 
 
-def exporters_for(settings: ExportSettings, config: Any) -> list[str]:
+def exporters_for(settings: ExportSettings, source: Source, config: Any) -> list[str]:
     """The exporters to try in order: the one asked for, or under auto every one that handles the model
     (a later one is the fallback when an earlier one fails or misses parity)."""
+    what = f"a {config.model_type} model" if config is not None else f"a {source.kind} source"
     if settings.exporter != "auto":
         exporter = EXPORTERS[settings.exporter]
-        if not exporter.handles(settings, config):
-            raise ExportError(f"exporter {exporter.name!r} does not handle a {config.model_type} model for "
-                              f"{settings.task!r}; pass --exporter optimum or auto.")
+        if not exporter.handles(settings, source, config):
+            raise ExportError(f"exporter {exporter.name!r} does not handle {what} for {settings.task!r}; pass "
+                              "--exporter auto.")
         return [exporter.name]
-    return [e.name for e in EXPORTERS.values() if e.auto and e.handles(settings, config)]
+    names = [e.name for e in EXPORTERS.values() if e.auto and e.handles(settings, source, config)]
+    if not names:
+        raise ExportError(f"no exporter handles {what} for {settings.task!r}; export it for another task.")
+    return names
 
 
 def _tokenizer(source: Source, reference: Reference, out: Path) -> dict[str, Any]:
@@ -154,19 +169,15 @@ def _tokenizer(source: Source, reference: Reference, out: Path) -> dict[str, Any
     if not getattr(tok, "is_fast", False):
         raise ExportError(f"{source.name} has no fast tokenizer; the runtime needs tokenizer.json.")
     tok.backend_tokenizer.save(str(out / TOKENIZER_FILE))
-    pad_token = tok.pad_token or tok.eos_token or tok.unk_token
-    pad_id = tok.convert_tokens_to_ids(pad_token) if pad_token is not None else 0
-    return TokenizerInfo(file=TOKENIZER_FILE, pad_id=int(pad_id), pad_token=str(pad_token)).to_dict()
+    pad_id, pad_token = graph_pad(tok, reference.model.config)  # the id the graph compares with
+    return TokenizerInfo(file=TOKENIZER_FILE, pad_id=pad_id, pad_token=pad_token).to_dict()
 
 
 def _max_length(source: Source, reference: Reference) -> int:
     """The longest input the model takes: the smallest of the model's, tokenizer's and sentence model's limits."""
     config = reference.model.config
     limits = [source.max_seq_length]
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions:
-        offset = getattr(getattr(reference.model, "embeddings", None), "padding_idx", None)
-        limits.append(positions - (offset + 1 if offset is not None else 0))
+    limits.append(usable_positions(config, reference.model))  # less RoBERTa's padding offset
     tok_max = getattr(reference.tokenizer, "model_max_length", None)
     if tok_max and tok_max < 1_000_000:
         limits.append(tok_max)
@@ -191,29 +202,48 @@ def _generation(reference: Reference) -> dict[str, Any]:
     return {"eos_token_ids": [int(e) for e in eos], "bos_token_id": getattr(config, "bos_token_id", None)}
 
 
-def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, reference: Reference, tmp: Path,
+def _hf_fields(source: Source, reference: Reference, task: str, out: Path) -> dict[str, Any]:
+    """What the manifest says about a transformers source (the tokenizer is saved into OUT)."""
+    config = reference.model.config
+    return {"labels": _labels(reference, task), "max_length": _max_length(source, reference),
+            "tokenizer": _tokenizer(source, reference, out), "model_type": config.model_type,
+            "architecture": (config.architectures or [None])[0]}
+
+
+# What the manifest says about the source (labels, max_length, tokenizer, model_type, architecture), by
+# source kind (Source.kind); a new kind of source adds its entry here, as in reference.REFERENCES.
+SOURCE_FIELDS: dict[str, Callable[[Source, Any, str, Path], dict[str, Any]]] = {
+    "transformers": _hf_fields,
+    "sentence-transformers": _hf_fields,
+    "module": torch_export.module_fields,
+}
+
+
+def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, reference: Any, tmp: Path,
              out: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     """One exporter's graph in TMP with its manifest, parity checked (raises ParityError on a miss)."""
     progress(f"exporting {source.name} ({settings.task}) with {exporter.name}")
     work = tmp / ".graph"
-    graph = exporter.build(source, settings, work)
+    built = exporter.build(source, settings, work)
+    graph, info = built if isinstance(built, tuple) else (built, ExporterInfo(exporter.name))
     shutil.move(str(graph), tmp / MODEL_FILE)
     for extra in work.glob(MODEL_FILE + "_data*"):
         shutil.move(str(extra), tmp / extra.name)
     shutil.rmtree(work)
     inputs, outputs, opset_used = _io(tmp / MODEL_FILE)
+    fields = SOURCE_FIELDS[source.kind](source, reference, settings.task, tmp)
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "task": settings.task,
-        "labels": _labels(reference, settings.task),
-        "max_length": _max_length(source, reference),
-        "tokenizer": _tokenizer(source, reference, tmp),
+        "labels": fields["labels"],
+        "max_length": fields["max_length"],
+        "tokenizer": fields["tokenizer"],
         "inputs": inputs,
         "outputs": outputs,
         "opset": opset_used,
-        **ExporterInfo(exporter.name).to_dict(),
-        "source": SourceInfo.from_dict({**source.to_dict(), "model_type": reference.model.config.model_type,
-                                        "architecture": (reference.model.config.architectures or [None])[0]}).to_dict(),
+        **info.to_dict(),
+        "source": SourceInfo.from_dict({**source.to_dict(), "model_type": fields["model_type"],
+                                        "architecture": fields["architecture"]}).to_dict(),
         "versions": _versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "variants": {REFERENCE_VARIANT: Variant(REFERENCE_VARIANT, precision="fp32", tolerance={"atol": settings.atol},
@@ -240,7 +270,7 @@ def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, ref
 def export(
     model: str | Path,
     out: str | Path,
-    task: str = "feature-extraction",
+    task: str | None = None,
     opset: int | None = None,
     atol: float | None = None,
     progress: Callable[[str], None] = lambda msg: log.info(msg),
@@ -249,15 +279,22 @@ def export(
 ) -> dict[str, Any]:
     """Export MODEL for TASK into the artifact directory OUT; return the manifest written.
 
-    Raises ParityError (and leaves any previous artifact at OUT intact) when the exported graph's
-    outputs differ from PyTorch beyond the tolerance.
+    TASK defaults to the task a module dir was trained for, else feature-extraction. Raises ParityError
+    (and leaves any previous artifact at OUT intact) when the exported graph's outputs differ from
+    PyTorch beyond the tolerance.
     """
-    settings = ExportSettings(task=task, opset=opset, atol=atol, trust_remote_code=trust_remote_code, exporter=exporter)
+    settings = ExportSettings(task=task or "feature-extraction", opset=opset, atol=atol,
+                              trust_remote_code=trust_remote_code, exporter=exporter)
     source = resolve(model, trust_remote_code=settings.trust_remote_code)
+    if source.task:  # a module dir knows what it was trained for
+        if task and task != source.task:
+            raise SourceError(f"{source.name} was trained for {source.task!r}, not {task!r}; pass --task "
+                              f"{source.task} or leave --task out.")
+        settings = dataclasses.replace(settings, task=source.task, atol=atol)
     started = time.perf_counter()
     import_optional("torch")  # says which extra to install, before anything imports it
-    reference = Reference(source.path, settings.task, trust_remote_code=settings.trust_remote_code)
-    names = exporters_for(settings, reference.model.config)
+    reference = reference_for(source.kind, source.path, settings.task, trust_remote_code=settings.trust_remote_code)
+    names = exporters_for(settings, source, reference.config)
     with atomic_dir(out) as tmp:
         for attempt, name in enumerate(names, 1):
             try:
@@ -271,7 +308,7 @@ def export(
                     shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
                 fallback = f"{name}: {exc}"
         if attempt > 1:
-            manifest.update(ExporterInfo(manifest["exporter"], fallback).to_dict())
+            manifest.update(dataclasses.replace(ExporterInfo.from_dict(manifest), fallback=fallback).to_dict())
         manifest["export_seconds"] = round(time.perf_counter() - started, 2)
         write_json(tmp / MANIFEST, manifest)
     return manifest

@@ -37,10 +37,11 @@ class ParityResult:
     tokens_match: bool
     passed: bool
     texts: int = len(PARITY_TEXTS)  # how many texts (encoders) or prompts (decoders) were compared
+    padding_diff: float = 0.0  # encoders: max |graph's batch row - PyTorch on that item alone|
 
     def metrics(self) -> dict[str, Any]:
         return {"max_abs_diff": self.max_abs_diff, "atol": self.atol, "tokens_match": self.tokens_match,
-                "texts": self.texts}
+                "texts": self.texts, "padding_diff": self.padding_diff}
 
 
 class Reference:
@@ -64,6 +65,10 @@ class Reference:
         self.model = auto.from_pretrained(str(path), trust_remote_code=trust_remote_code).eval()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), use_fast=True,
                                                                     trust_remote_code=trust_remote_code)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
 
     def outputs(self, feeds: dict[str, np.ndarray], output: str) -> np.ndarray:
         with self.torch.inference_mode():
@@ -101,7 +106,21 @@ def _encoder_parity(model, variant: str, reference: Reference, atol: float) -> P
         diff = float(np.abs(onnx_out - torch_out).max())
     ours = [list(row[m.astype(bool)]) for row, m in zip(feeds["input_ids"], mask)]
     tokens_match = ours == reference.token_ids(PARITY_TEXTS, model.manifest.max_length)
-    return ParityResult(variant, atol, diff, tokens_match, bool(diff <= atol and tokens_match))
+    alone = _alone_diff(onnx_out, feeds, mask, reference, spec.output) if onnx_out.shape == torch_out.shape else diff
+    return ParityResult(variant, atol, diff, tokens_match, bool(max(diff, alone) <= atol and tokens_match),
+                        padding_diff=alone)
+
+
+def _alone_diff(onnx_out: np.ndarray, feeds: dict[str, np.ndarray], mask: np.ndarray, reference, output: str) -> float:
+    """A padded batch must give each item what it gives alone: the graph's rows (real positions) against
+    PyTorch on each item unpadded. Catches a model (or graph) that reads the padding."""
+    diff = 0.0
+    for i, n in enumerate(mask.astype(bool).sum(axis=1)):
+        one = {k: np.ascontiguousarray(v[i : i + 1, :n]) for k, v in feeds.items()}
+        alone = reference.outputs(one, output)[0]
+        row = onnx_out[i, :n] if onnx_out.ndim == 3 else onnx_out[i]
+        diff = max(diff, float(np.abs(row - alone).max()) if row.shape == alone.shape else float("inf"))
+    return diff
 
 
 def _greedy_parity(model, variant: str, reference: Reference, atol: float) -> ParityResult:
@@ -150,6 +169,9 @@ def raise_misses(results: list[ParityResult], root: Path) -> None:
     if misses:
         parts = [
             f"{r.variant}: max |onnx - torch| = {r.max_abs_diff:.3g} (tolerance {r.atol:g})"
+            + ("" if r.padding_diff <= r.atol or r.max_abs_diff > r.atol else
+               f", but a padded batch differs from each item alone by {r.padding_diff:.3g} (the model reads "
+               "padding: mask it, or take the state at the last real token)")
             + ("" if r.tokens_match else ", tokens differ from PyTorch's (tokenizer ids or greedy continuation)")
             for r in misses
         ]

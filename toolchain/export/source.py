@@ -1,5 +1,5 @@
-"""Resolving MODEL (a local Hugging Face dir, a sentence-transformers dir, a bundled name or a hub id)
-into a local directory plus what the artifact must know about it (pooling, maximum length, weights hash).
+"""Resolving MODEL (a local Hugging Face dir, a sentence-transformers dir, a trained custom-module dir, a bundled
+name or a hub id) into a local directory plus what the artifact must know about it (pooling, maximum length, weights hash).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from toolchain.export.modules import is_module_dir, read_module_dir
 from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import SourceError
 from toolchain.runtime.manifest import sha256_file
@@ -39,10 +40,11 @@ class Source:
 
     name: str  # what the user passed
     path: Path  # the directory holding the Hugging Face model (config.json + weights)
-    kind: str  # "transformers" or "sentence-transformers"
+    kind: str  # "transformers", "sentence-transformers" or "module" (a user's nn.Module, export/modules.py)
     pooling: dict[str, Any] = field(default_factory=lambda: {"mode": "mean", "normalize": True})
     max_seq_length: int | None = None  # sentence-transformers' own limit, if any
     remote_code: bool = False  # config.json maps to the model's own Python code (auto_map, unknown model_type)
+    task: str | None = None  # the task the source was trained for, where it says (a module dir does)
 
     def weights_sha256(self) -> tuple[str, list[str]]:
         """One sha256 over every weight file (name and content), and the files it covers."""
@@ -133,6 +135,8 @@ def read_json(path: Path) -> Any:
 
 
 def _from_dir(name: str, path: Path) -> Source:
+    if is_module_dir(path):  # trained by `toolchain train` from a recipe's [model] module = "pkg.mod:build"
+        return Source(name, path, "module", task=read_module_dir(path).task)
     modules = path / "modules.json"
     if not modules.is_file():
         if not (path / "config.json").is_file():

@@ -127,19 +127,23 @@ class Generation:
 
 @dataclass(frozen=True)
 class ExporterInfo:
-    """Which exporter wrote the graph, and why ``auto`` fell back from an earlier one (empty when it did not).
-    Stored as the manifest's top-level ``exporter`` and ``exporter_fallback`` keys."""
+    """Which exporter wrote the graph, how (``method``: the torch exporter's "dynamo" or "torchscript"; empty
+    for exporters with one way), and why an earlier exporter or method was not used (empty when none failed).
+    Stored as the manifest's top-level ``exporter``, ``exporter_method`` and ``exporter_fallback`` keys."""
 
     name: str = "optimum"
     fallback: str = ""
+    method: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "ExporterInfo":
         d = data or {}
-        return cls(name=str(d.get("exporter") or cls.name), fallback=str(d.get("exporter_fallback") or ""))
+        return cls(name=str(d.get("exporter") or cls.name), fallback=str(d.get("exporter_fallback") or ""),
+                   method=str(d.get("exporter_method") or ""))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"exporter": self.name, **({"exporter_fallback": self.fallback} if self.fallback else {})}
+        return {"exporter": self.name, **({"exporter_method": self.method} if self.method else {}),
+                **({"exporter_fallback": self.fallback} if self.fallback else {})}
 
 
 @dataclass(frozen=True)

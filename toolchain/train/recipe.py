@@ -16,6 +16,8 @@ from toolchain.runtime.errors import ToolchainError
 from toolchain.runtime.tasks import TASKS
 
 KNOWN_ARCHITECTURES = ("bert", "distilbert", "roberta", "llama", "gpt2")
+# [pretrain] objective -> the architectures it trains (the objectives themselves: toolchain/train/objectives.py)
+PRETRAIN_OBJECTIVES = {"masked-lm": ("bert", "distilbert", "roberta"), "causal-lm": ("gpt2", "llama")}
 
 
 class RecipeError(ToolchainError):
@@ -86,10 +88,30 @@ class Data:
 
 @dataclass
 class Pretrain:
-    """Masked-language-model pretraining on unlabelled text before finetuning."""
+    """Pretraining from scratch on unlabelled text before finetuning: masked LM (BERT) or causal LM (GPT-2)."""
 
     data: list[Split]
     train: Training = field(default_factory=Training)
+    objective: str = "masked-lm"  # one of PRETRAIN_OBJECTIVES
+
+    def check(self, where: str, architecture: str | None) -> None:
+        if self.objective not in PRETRAIN_OBJECTIVES:
+            raise RecipeError(f"{where}: [pretrain] objective {self.objective!r} is not known; "
+                              f"use one of {', '.join(PRETRAIN_OBJECTIVES)}.")
+        fits = PRETRAIN_OBJECTIVES[self.objective]
+        if architecture not in fits:
+            raise RecipeError(f"{where}: [pretrain] objective {self.objective!r} trains a {' or '.join(fits)} from "
+                              f"scratch, not {architecture or 'a pretrained model'}; set [source] architecture to one "
+                              f"of those or pick the other objective.")
+
+
+@dataclass
+class Model:
+    """A user's own nn.Module instead of a [source]: ``build(config)`` returns (module, IOSpec)
+    (toolchain.export.modules); the package is looked up beside the recipe first."""
+
+    module: str  # "package.module:build"
+    config: dict[str, Any] = field(default_factory=dict)  # passed to build()
 
 
 @dataclass
@@ -110,7 +132,8 @@ class Recipe:
     name: str
     task: str
     path: Path  # the recipe file
-    source: Source
+    source: Source = field(default_factory=Source)  # exactly one of [source] and [model]
+    model: Model | None = None
     labels: list[str] | None = None
     data: Data | None = None
     train: Training | None = None
@@ -185,7 +208,9 @@ def load_recipe(path: str | Path) -> Recipe:
     where = str(path)
     if recipe.task not in TASKS:
         raise RecipeError(f"{where}: task {recipe.task!r} is not supported; use one of {', '.join(sorted(TASKS))}.")
-    recipe.source.check(where)
+    _check_model(recipe, table, where)
+    if recipe.pretrain is not None:
+        recipe.pretrain.check(where, recipe.source.architecture)
     for section in (recipe.train, recipe.pretrain.train if recipe.pretrain else None):
         if section is not None:
             section.check(where)
@@ -202,3 +227,18 @@ def load_recipe(path: str | Path) -> Recipe:
     if recipe.source.architecture and recipe.pretrain is None and recipe.train is None:
         raise RecipeError(f"{where}: a model from scratch needs [pretrain] or [train]; otherwise it is random.")
     return recipe
+
+
+def _check_model(recipe: Recipe, table: dict[str, Any], where: str) -> None:
+    """Exactly one of [source] (a Hugging Face model or architecture) and [model] (an nn.Module entry point)."""
+    if ("source" in table) == ("model" in table):
+        raise RecipeError(f"{where}: give exactly one of [source] (pretrained or architecture) and [model] "
+                          "(module = \"package.module:build\").")
+    if recipe.model is None:
+        recipe.source.check(where)
+        return
+    if not isinstance(recipe.model.config, dict):
+        raise RecipeError(f"{where}: [model] config must be a table ([model.config]).")
+    if recipe.pretrain is not None or recipe.train is None:
+        raise RecipeError(f"{where}: a [model] recipe trains its module from scratch; give it a [train] section "
+                          "and no [pretrain].")

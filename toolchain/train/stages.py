@@ -13,6 +13,7 @@ from toolchain.data.texts import read_split
 from toolchain.export.source import resolve
 from toolchain.runtime.tasks import Unsupported
 from toolchain.train.fit import fit, save_model
+from toolchain.train.objectives import objective_of, pretrain_model
 from toolchain.train.recipe import Recipe, RecipeError, Split, Training
 from toolchain.train.tokenizers import train_tokenizer
 
@@ -38,6 +39,17 @@ def smoke_limit(split: Split, smoke: bool, n: int) -> Split:
     return replace(split, limit=min(split.limit or n, n)) if smoke else split
 
 
+def pad_on_the_right(tok, config) -> None:
+    """One pad token for tokenizer and config, padding on the right. Decoder classifiers (GPT-2) score the
+    last token that is not config.pad_token_id and number positions from 0 whatever the mask says, so a pad
+    id the config does not know, or left padding, would change a text's score with the batch it is in."""
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token  # GPT-2's own tokenizer names no pad token
+    if config.pad_token_id is None:
+        config.pad_token_id = tok.pad_token_id
+    tok.padding_side = "right"
+
+
 def finetune(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progress) -> dict[str, Any]:
     """A sequence classifier finetuned on the recipe's labelled split; dev accuracy when there is a dev split."""
     import transformers
@@ -56,6 +68,7 @@ def finetune(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progress
         str(start_from), num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True, use_safetensors=True,
         trust_remote_code=trust)
+    pad_on_the_right(tok, model.config)
 
     def encode(split):
         enc = tok(split.texts, truncation=True, max_length=settings.max_length)
@@ -150,35 +163,28 @@ STAGES: dict[str, Any] = {
 
 
 def pretrain(recipe: Recipe, out: Path, smoke: bool, progress) -> tuple[Path, dict[str, Any]]:
-    import transformers
-
+    """A model of the recipe's architecture pretrained from scratch with its [pretrain] objective."""
     spec = recipe.pretrain
+    objective = objective_of(recipe)
     settings = smoke_settings(spec.train, smoke)
     texts: list[str] = []
     for split in spec.data:
         texts += read_split(recipe.resolve(split.path), smoke_limit(split, smoke, SMOKE["examples"]), None).texts
     held_out = texts[-max(8, len(texts) // 100):]
     texts = texts[: len(texts) - len(held_out)]
-    progress(f"pretraining a {recipe.source.architecture} from scratch on {len(texts)} texts (masked language modelling)")
+    progress(f"pretraining a {recipe.source.architecture} from scratch on {len(texts)} texts ({objective.what})")
     tok = train_tokenizer(recipe, texts, settings)
-    config = transformers.AutoConfig.for_model(
-        recipe.source.architecture, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-        **{"max_position_embeddings": settings.max_length + 2, **recipe.source.config})
-    model = transformers.AutoModelForMaskedLM.from_config(config)
+    model = pretrain_model(recipe, tok, settings)
     progress(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, vocab {len(tok)}")
-
-    def blocks(items: list[str]) -> list[dict[str, list[int]]]:
-        """Concatenate the token stream and cut it into max_length blocks: no padding wasted."""
-        ids = [i for row in tok(items, add_special_tokens=False)["input_ids"] for i in row + [tok.sep_token_id]]
-        size = settings.max_length - 2
-        return [{"input_ids": tok.build_inputs_with_special_tokens(ids[i : i + size])}
-                for i in range(0, max(1, len(ids) - size + 1), size)]
-
-    collator = transformers.DataCollatorForLanguageModeling(tok, mlm_probability=settings.mlm_probability)
-    trainer, seconds = fit(model, tok, blocks(texts), collator, settings, out, progress, group_by_length=False)
-    loss = float(trainer.evaluate(blocks(held_out))["eval_loss"])
-    metrics = {"texts": len(texts), "train_seconds": round(seconds, 1), "held_out_mlm_loss": loss,
-               "settings": asdict(settings), "parameters": sum(p.numel() for p in model.parameters())}
-    progress(f"pretraining done: held-out masked-LM loss {loss:.3f}")
+    collator = objective.collator(tok, settings)
+    trainer, seconds = fit(model, tok, objective.blocks(tok, texts, settings), collator, settings, out, progress,
+                           group_by_length=False)
+    loss = float(trainer.evaluate(objective.blocks(tok, held_out, settings))["eval_loss"])
+    metrics = {"texts": len(texts), "train_seconds": round(seconds, 1), "objective": objective.name,
+               "held_out_loss": loss, "settings": asdict(settings),
+               "parameters": sum(p.numel() for p in model.parameters())}
+    if objective.name == "masked-lm":
+        metrics["held_out_mlm_loss"] = loss  # the name earlier training.json files use
+    progress(f"pretraining done: held-out {objective.what} loss {loss:.3f}")
     save_model(model, tok, out, metrics, settings)
     return out, metrics

@@ -20,7 +20,7 @@ def _byte_level_bpe(texts: list[str], vocab: int, max_length: int):
         vocab_size=vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=raw, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-        model_max_length=max_length)
+        model_max_length=max_length, model_input_names=["input_ids", "attention_mask"])  # as GPT-2's: no token_type_ids
 
 
 def _roberta(texts: list[str], vocab: int, max_length: int, tmp: str):
@@ -52,3 +52,23 @@ def train_tokenizer(recipe: Recipe, texts: list[str], settings: Training):
         if arch == "roberta":
             return _roberta(texts, vocab, settings.max_length, tmp)
         return _wordpiece(texts, vocab, settings.max_length, tmp)
+
+
+PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"  # ids 0, 1, 2
+
+
+def plain_wordpiece(texts: list[str], vocab: int, max_length: int):
+    """A bare `tokenizers.Tokenizer` for modules trained from scratch (toolchain/train/module_stage.py):
+    lowercased WordPiece, "[CLS] text" (so no text is ever empty), right padding with [PAD] = id 0 to the
+    longest item, truncation at MAX_LENGTH. Saved as tokenizer.json, it is all the runtime needs."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token=UNK))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab, special_tokens=[PAD, UNK, CLS]))
+    tok.post_processor = processors.TemplateProcessing(single=f"{CLS} $A", special_tokens=[(CLS, tok.token_to_id(CLS))])
+    tok.enable_truncation(max_length=max_length)
+    tok.enable_padding(pad_id=tok.token_to_id(PAD), pad_token=PAD)
+    return tok

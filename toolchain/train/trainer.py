@@ -17,6 +17,7 @@ from typing import Any, Callable
 from toolchain.artifact.atomic import writing
 from toolchain.export.source import import_optional
 from toolchain.train.fit import checkpoints_dir
+from toolchain.train.module_stage import train_module
 from toolchain.train.recipe import Recipe, RecipeError, load_recipe
 from toolchain.runtime.tasks import Unsupported
 from toolchain.train.stages import HELD_OUT, STAGES, pretrain
@@ -48,6 +49,9 @@ def train(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
     pre_out = out.with_name(out.name + ".pretrained")
     # A full disk or read-only --out, in the checkpoints or the final save, is one sentence, not a traceback.
     with writing(out, in_place=False, also=(checkpoints_dir(out), pre_out, checkpoints_dir(pre_out))):
+        if recipe.model is not None:  # a user's own nn.Module ([model] module = "pkg.mod:build")
+            metrics["finetune"] = train_module(recipe, out, smoke, progress)
+            return TrainResult(out, metrics)
         if recipe.pretrain is not None:
             base, metrics["pretrain"] = pretrain(recipe, pre_out, smoke, progress)
         if recipe.train is not None:

@@ -22,7 +22,7 @@ from toolchain.variants.gate import GateResult, judge
 from toolchain.variants.hardware import Preset, preset_for
 from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ToolchainError
-from toolchain.runtime.manifest import MODEL, REFERENCE_VARIANT, Component, Variant, read_manifest
+from toolchain.runtime.manifest import MODEL, REFERENCE_VARIANT, Component, Manifest, Variant, read_manifest
 from toolchain.runtime.model import load
 
 CALIB_BATCH = 8
@@ -250,30 +250,10 @@ def quantize(
     work = Path(tempfile.mkdtemp(prefix=f".{spec.variant}.tmp-{os.getpid()}-", dir=root))
     try:
         src = link_into(src, work)  # onnxruntime's quantizer writes NAME-inferred.onnx beside its input
-        scratch, reference, tried = copy.deepcopy(manifest), None, []
-        for n, plan in enumerate(candidates(spec, src)):
-            name = f"{spec.variant}~{n}"
-            candidate = work / f"{n}.onnx"
-            progress(f"building {spec.variant}: {plan.label}")
-            plan.calib, plan.artifact = data, root
-            _build(spec, src, candidate, preset, plan)
-            scratch.variants[name] = Variant(name, precision=spec.precision,
-                                             components={MODEL: Component.of(root, str(candidate.relative_to(root)))})
-            result, reference = judge(scratch, name, data, max_drop, reference)
-            progress(f"  {'passed' if result.passed else 'missed'}: {result.summary}")
-            tried.append({"name": name, "plan": plan.label, "fp32_nodes": plan.exclude, "keep": plan.keep,
-                          "passed": result.passed, "bytes": candidate.stat().st_size, "result": result, **_brief(result)})
+        scratch = copy.deepcopy(manifest)
+        tried = _try_candidates(spec, src, work, scratch, preset, data, max_drop, progress)
         passed = [t for t in tried if t["passed"]]
-        timings = {}
-        if passed:
-            progress(f"timing {len(passed)} passing candidate(s) against fp32 (batch 1 x 128 tokens)")
-            timings = measure_variants(scratch, [REFERENCE_VARIANT] + [t["name"] for t in passed])
-            for t in passed:
-                t["p50_ms"] = timings[t["name"]]["p50_ms"]
-            fastest = min(t["p50_ms"] for t in passed)  # within timing noise of the fastest, the smallest file wins
-            best = min((t for t in passed if t["p50_ms"] <= fastest * SAME_SPEED), key=lambda t: (t["bytes"], t["p50_ms"]))
-        else:
-            best = max(tried, key=lambda t: _score(t["result"]))
+        best, timings = _choose(scratch, spec, tried, progress)
         result = best["result"]
         entry = {
             "precision": spec.precision, "passed": result.passed, "latency": {},
@@ -291,6 +271,41 @@ def quantize(
     return QuantizeReport(spec.variant, result.passed, result, best["plan"], best["bytes"],
                           manifest.variant(REFERENCE_VARIANT).bytes, [_row(t) for t in tried],
                           best.get("p50_ms"), timings.get(REFERENCE_VARIANT, {}).get("p50_ms"))
+
+
+def _try_candidates(spec: Mode, src: Path, work: Path, scratch: Manifest, preset: Preset, data: TextSet,
+                    max_drop: float | None, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Build every candidate plan into WORK and gate it against fp32 (listed in SCRATCH, a copy of the manifest)."""
+    root, reference, tried = scratch.root, None, []
+    for n, plan in enumerate(candidates(spec, src)):
+        name = f"{spec.variant}~{n}"
+        candidate = work / f"{n}.onnx"
+        progress(f"building {spec.variant}: {plan.label}")
+        plan.calib, plan.artifact = data, root
+        _build(spec, src, candidate, preset, plan)
+        scratch.variants[name] = Variant(name, precision=spec.precision,
+                                         components={MODEL: Component.of(root, str(candidate.relative_to(root)))})
+        result, reference = judge(scratch, name, data, max_drop, reference)
+        progress(f"  {'passed' if result.passed else 'missed'}: {result.summary}")
+        tried.append({"name": name, "plan": plan.label, "fp32_nodes": plan.exclude, "keep": plan.keep,
+                      "passed": result.passed, "bytes": candidate.stat().st_size, "result": result, **_brief(result)})
+    return tried
+
+
+def _choose(scratch: Manifest, spec: Mode, tried: list[dict[str, Any]],
+            progress: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The candidate to keep and the timings: the fastest that passed (the smallest file within SAME_SPEED of
+    it), timed against fp32 in one run; when none passed, the closest miss (kept with passed=false)."""
+    passed = [t for t in tried if t["passed"]]
+    if not passed:
+        return max(tried, key=lambda t: _score(t["result"])), {}
+    progress(f"timing {len(passed)} passing candidate(s) against fp32 (batch 1 x 128 tokens)")
+    timings = measure_variants(scratch, [REFERENCE_VARIANT] + [t["name"] for t in passed])
+    for t in passed:
+        t["p50_ms"] = timings[t["name"]]["p50_ms"]
+    fastest = min(t["p50_ms"] for t in passed)  # within timing noise of the fastest, the smallest file wins
+    best = min((t for t in passed if t["p50_ms"] <= fastest * SAME_SPEED), key=lambda t: (t["bytes"], t["p50_ms"]))
+    return best, timings
 
 
 def _row(t: dict[str, Any]) -> dict[str, Any]:

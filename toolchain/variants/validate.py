@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolchain.export.parity import ParityResult, Reference, check_variant
+from toolchain.export.parity import ParityResult, check_variant
+from toolchain.export.reference import reference_for
 from toolchain.runtime.errors import ParityError, SourceError
 from toolchain.runtime.manifest import read_manifest
 from toolchain.runtime.tasks import task_spec
@@ -53,7 +54,7 @@ def validate(artifact: str | Path, variants: list[str] | None = None, data: str 
     for name in names:
         v = manifest.variant(name)
         if "atol" in v.tolerance or name == "fp32":
-            reference = reference or Reference(path, manifest.task, trust_remote_code=trust_remote_code)
+            reference = reference or reference_for(source.kind, path, manifest.task, trust_remote_code=trust_remote_code)
             atol = float(v.tolerance.get("atol", task_spec(manifest.task).atol))
             checks.append(_parity_check(check_variant(root, name, reference, atol)))
             continue
