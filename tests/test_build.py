@@ -44,6 +44,14 @@ def test_build_reuses_a_trained_model(tmp_path, capsys):
     assert any("using the trained model" in s for s in said)  # no retraining when a trained model is there
 
 
+def test_build_benches_a_short_model_at_its_own_maximum():
+    from toolchain.pipeline.stages import FULL_BENCH, bench_settings
+
+    assert bench_settings(smoke=False, max_length=64)["seqs"] == (64,)  # not 128, which it cannot take
+    assert bench_settings(smoke=False, max_length=512)["seqs"] == FULL_BENCH["seqs"]
+    assert bench_settings(smoke=True, max_length=8)["seqs"] == (8,)
+
+
 def test_build_cli_error_for_missing_recipe(capsys):
     assert main(["build", "models/nope.toml"]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -44,12 +44,23 @@ def exported(tmp_path_factory):
     return get
 
 
+def _exported_with_torch(manifest: dict, dynamo_only: bool) -> None:
+    """The torch exporter wrote the graph: dynamo, or TorchScript with dynamo's failure recorded. torch.export
+    (2.13) infers a static sequence length for nn.GRU / nn.LSTM, mostly: those usually take the fallback."""
+    assert manifest["exporter"] == "torch"
+    if manifest["exporter_method"] == "dynamo":
+        assert "exporter_fallback" not in manifest
+    else:
+        assert not dynamo_only and manifest["exporter_method"] == "torchscript"
+        assert manifest["exporter_fallback"].startswith("dynamo: ")
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_export_parity_and_runtime(exported, arch):
     src, art = exported(arch)
     m = read_manifest(art)
     raw = json.loads((art / "manifest.json").read_text())
-    assert (raw["exporter"], raw["exporter_method"], raw.get("exporter_fallback")) == ("torch", "dynamo", None)
+    _exported_with_torch(raw, dynamo_only=arch == "transformer")
     assert m.task == "text-classification" and m.labels == tiny.LABELS and m.max_length == 32 and m.opset >= 17
     assert m.source.kind == "module" and m.source.weights == (WEIGHTS_FILE,) and len(m.source.weights_sha256) == 64
     assert m.source.model_type == f"tiny_torch_modules:build_{arch}"
@@ -58,7 +69,8 @@ def test_export_parity_and_runtime(exported, arch):
     assert (m.tokenizer.pad_id, m.tokenizer.pad_token) == (0, "[PAD]")
     assert (art / "tokenizer.json").read_bytes() == (src / "tokenizer.json").read_bytes()
     parity = m.variants["fp32"].metrics["parity"]
-    assert parity["texts"] == 7 and parity["tokens_match"] and max(parity["max_abs_diff"], parity["padding_diff"]) < 1e-4
+    assert parity["texts"] == 7 and parity["tokens_match"]
+    assert max(parity["max_abs_diff"], parity["padding_diff"]) < 1e-4
     # The runtime, unchanged, against PyTorch on each text alone: a batch of 7 uneven texts and batches of 1.
     model = load(art)
     theirs = tiny.torch_scores(src, PARITY_TEXTS).numpy()
@@ -217,7 +229,8 @@ def test_bench_vs_pytorch(exported, tmp_path):
     assert set(report["rows"]) == {"fp32", "pytorch"}, report["notes"]
     torch_row = report["rows"]["pytorch"]
     assert [(s["batch"], s["seq"]) for s in torch_row["shapes"]] == [(1, 8), (2, 8)]
-    assert torch_row["real"]["sentences_per_s"] > 0 and torch_row["bytes"] == (shared.parent / "gru-src" / WEIGHTS_FILE).stat().st_size
+    assert torch_row["real"]["sentences_per_s"] > 0
+    assert torch_row["bytes"] == (shared.parent / "gru-src" / WEIGHTS_FILE).stat().st_size
 
 
 def test_readme_example_exports(tmp_path):
@@ -242,4 +255,5 @@ def test_readme_example_exports(tmp_path):
     record = module_dir_record(entry, config, "text-classification", tiny.LABELS, 32, 0, tmp_path)
     (src / MODULE_FILE).write_text(json.dumps(record), encoding="utf-8")
     manifest = export(src, tmp_path / "art")
-    assert manifest["exporter_method"] == "dynamo" and manifest["variants"]["fp32"]["metrics"]["parity"]["tokens_match"]
+    _exported_with_torch(manifest, dynamo_only=False)
+    assert manifest["variants"]["fp32"]["metrics"]["parity"]["tokens_match"]

@@ -29,7 +29,7 @@ SENTENCES = [
 
 
 class RNNClassifier(nn.Module):
-    """ids (B, T) -> embed (B, T, H) -> GRU or LSTM (B, T, H) -> state at the last real token (B, H) -> logits (B, 2)."""
+    """ids (B, T) -> embed (B, T, H) -> GRU or LSTM (B, T, H) -> state at the last real token (B, H) -> logits."""
 
     def __init__(self, vocab_size: int, cell: str = "gru", hidden: int = 16, last_real: bool = True):
         super().__init__()

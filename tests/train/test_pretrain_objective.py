@@ -71,3 +71,14 @@ def test_masked_lm_blocks_keep_their_special_tokens(tmp_path):
     assert type(pretrain_model(recipe, tok, settings)).__name__ == "BertForMaskedLM"
     blocks = objective_of(recipe).blocks(tok, CORPUS[:8], settings)
     assert all(b["input_ids"][0] == tok.cls_token_id and b["input_ids"][-1] == tok.sep_token_id for b in blocks)
+
+
+def test_train_summary_names_the_objective_and_reads_older_metrics():
+    from types import SimpleNamespace
+
+    from toolchain.cli.render import train_summary
+
+    new = {"pretrain": {"objective": "causal-lm", "held_out_loss": 5.594, "train_seconds": 349.0}}
+    assert "pretraining (causal-lm) held-out loss 5.594 (349 s)" in train_summary(SimpleNamespace(model_dir="m", metrics=new))
+    old = {"pretrain": {"held_out_mlm_loss": 2.5, "train_seconds": 10.0}}  # a training.json from before objectives
+    assert "pretraining (masked-lm) held-out loss 2.500" in train_summary(SimpleNamespace(model_dir="m", metrics=old))

@@ -65,18 +65,19 @@ def run_footer(info: dict[str, Any]) -> str:
 # -- `toolchain info` ----------------------------------------------------------------------------
 def info_lines(m: Manifest) -> list[str]:
     """An artifact's manifest, readably: task, source, exporter, graph signature, variants, bench."""
-    raw = m.to_dict()  # the graph signature, the exporter's fallback and versions have no typed accessor
-    src = m.source
+    src, exp, pool = m.source, m.exporter_info, m.pooling
     lines = [
         f"artifact   {m.root}",
         f"task       {m.task}" + (f"  labels: {', '.join(m.labels)}" if m.labels else ""),
         f"source     {src.model or None} ({src.kind or None}, {src.architecture or None}), "
         f"weights sha256 {str(src.weights_sha256 or None)[:12]}",
-        f"exporter   {m.exporter}" + (f" (fell back from {raw['exporter_fallback']})" if raw.get("exporter_fallback") else ""),
-        f"opset      {m.opset}   max length {m.max_length} tokens" + (f"   pooling {raw['pooling']}" if raw.get("pooling") else ""),
+        f"exporter   {exp.name}" + (f" ({exp.method})" if exp.method else "")
+        + (f" (fell back from {exp.fallback})" if exp.fallback else ""),
+        f"opset      {m.opset}   max length {m.max_length} tokens"
+        + (f"   pooling {{'mode': {pool.mode!r}, 'normalize': {pool.normalize}}}" if m.task == "feature-extraction" else ""),
     ]
-    for kind in ("inputs", "outputs"):
-        lines.append(f"{kind:<10} " + "; ".join(f"{i['name']} {i['dtype']} {i['dims']}" for i in raw[kind]))
+    for kind, specs in (("inputs", m.inputs), ("outputs", m.outputs)):
+        lines.append(f"{kind:<10} " + "; ".join(f"{s.name} {s.dtype} {list(s.dims)}" for s in specs))
     lines.append("variants")
     for v in m.variants.values():
         lines.append(f"  {v.name:<12} {v.precision:<6} {v.bytes / 1e6:8.1f} MB  {'passed' if v.passed else 'FAILED':<6}  "
@@ -84,7 +85,7 @@ def info_lines(m: Manifest) -> list[str]:
     if m.bench:
         lines.append("bench      " + "; ".join(f"{p}: {b.get('json')} {b.get('chart')} ({b.get('measured')})"
                                              for p, b in m.bench.items()))
-    lines.append("versions   " + ", ".join(f"{k} {v}" for k, v in raw.get("versions", {}).items()))
+    lines.append("versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
     return lines
 
 

@@ -308,7 +308,9 @@ def export(
                     shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
                 fallback = f"{name}: {exc}"
         if attempt > 1:
-            manifest.update(dataclasses.replace(ExporterInfo.from_dict(manifest), fallback=fallback).to_dict())
+            info = ExporterInfo.from_dict(manifest)  # keeps the exporter's own method and fallback, after ours
+            both = "; ".join(filter(None, [fallback, info.fallback]))
+            manifest.update(dataclasses.replace(info, fallback=both).to_dict())
         manifest["export_seconds"] = round(time.perf_counter() - started, 2)
         write_json(tmp / MANIFEST, manifest)
     return manifest

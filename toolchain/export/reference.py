@@ -30,13 +30,15 @@ class ModuleReference:
         self.torch = torch
         path = Path(source_path)
         if not is_module_dir(path):
-            raise SourceError(f"the PyTorch source {path} is gone; parity needs it, re-export from an existing module dir.")
+            raise SourceError(f"the PyTorch source {path} is gone; parity needs it, re-export from an existing "
+                              "module dir.")
         self.dir = read_module_dir(path)
         if self.dir.task != task:
             raise SourceError(f"{path} was trained for {self.dir.task!r}, not {task!r}; pass --task {self.dir.task} "
                               "or leave --task out.")
         if not (path / TOKENIZER_FILE).is_file():
-            raise SourceError(f"{path} has no {TOKENIZER_FILE}; re-run 'toolchain train' so the module dir has its tokenizer.")
+            raise SourceError(f"{path} has no {TOKENIZER_FILE}; re-run 'toolchain train' so the module dir has its "
+                              "tokenizer.")
         self.model, self.spec = self.dir.build()
         self.tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
         if task_spec(task).method == "classify":
@@ -48,8 +50,9 @@ class ModuleReference:
         width = self.outputs(example, output).shape[-1]
         labels = self.dir.labels
         if not labels or len(labels) != width:
-            raise SourceError(f"{self.dir.path} names labels {labels} for a module with {width} classes; write one "
-                              "label per class into the module dir (re-run 'toolchain train' with the recipe's labels).")
+            raise SourceError(f"{self.dir.path} names labels {labels} for a module with {width} classes; write "
+                              "one label per class into the module dir (re-run 'toolchain train' with the recipe's "
+                              "labels).")
 
     def outputs(self, feeds: dict[str, np.ndarray], output: str) -> np.ndarray:
         with self.torch.inference_mode():

@@ -40,7 +40,7 @@ class SourceInfo:
 
     path: str = ""  # the local model directory (parity and bench re-load PyTorch from it)
     model: str = ""  # the name the user gave (hub id or path)
-    kind: str = "transformers"  # transformers | sentence-transformers
+    kind: str = "transformers"  # transformers | sentence-transformers | module (a user's nn.Module dir)
     architecture: str = ""
     model_type: str = ""
     weights: tuple[str, ...] = ()  # weight files, relative to path
