@@ -34,6 +34,17 @@ def _dotted(node: ast.AST) -> str:
     return ""
 
 
+def _root_name(node: ast.AST) -> str:
+    """The name a chain of attributes and calls starts from: 'AutoModel' for AutoModel.from_pretrained(x).half()."""
+    while isinstance(node, (ast.Attribute, ast.Call)):
+        node = node.value if isinstance(node, ast.Attribute) else node.func
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+# save_pretrained receivers that write no weights (or ONNX, not pickle): tokenizers, configs, processors, ORT models
+NO_PICKLE_RECEIVER = ("tok", "config", "processor", "ort")
+
+
 def _is_true(node: ast.AST | None) -> bool:
     return isinstance(node, ast.Constant) and node.value is True
 
@@ -65,6 +76,13 @@ def unsafe_calls(source: str, filename: str = "<string>") -> list[str]:
                 bad(node, f"from {node.module} import ...")
             for a in node.names:
                 aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    for node in ast.walk(tree):  # f = torch.load: the alias stands for what it names
+        if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Name, ast.Attribute)) and _dotted(node.value):
+            head, _, rest = _dotted(node.value).partition(".")
+            target = f"{aliases.get(head, head)}.{rest}" if rest else aliases.get(head, head)
+            for name_node in node.targets:
+                if isinstance(name_node, ast.Name):
+                    aliases[name_node.id] = target
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
@@ -82,8 +100,10 @@ def unsafe_calls(source: str, filename: str = "<string>") -> list[str]:
             bad(node, f"{name}()")
         if _is_true(_keyword(node, "trust_remote_code")):
             bad(node, f"{name}(trust_remote_code=True)")
-        if name.endswith("save_pretrained") and "model" in _dotted(node.func.value if isinstance(node.func, ast.Attribute) else node.func).lower() \
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "save_pretrained" \
+                and not _root_name(node.func.value).lower().startswith(NO_PICKLE_RECEIVER) \
                 and not _is_true(_keyword(node, "safe_serialization")):
+            name = name or f"{_root_name(node.func.value)}(...).save_pretrained"
             bad(node, f"{name}() without safe_serialization=True")
         if full.endswith("TrainingArguments") and _keyword(node, "save_safetensors") is not None \
                 and not _is_true(_keyword(node, "save_safetensors")):
@@ -124,6 +144,12 @@ def test_the_source_tree_loads_no_pickle_and_enables_no_remote_code():
     ("main_export('x', **{'trust_remote_code': True})", "'trust_remote_code': True"),
     ("model.save_pretrained('out')", "without safe_serialization=True"),
     ("model.save_pretrained('out', safe_serialization=False)", "without safe_serialization=True"),
+    ("AutoModel.from_pretrained('x').save_pretrained('o', safe_serialization=False)", "without safe_serialization=True"),
+    ("net.save_pretrained('out')", "without safe_serialization=True"),
+    ("self.encoder.save_pretrained('out', safe_serialization=False)", "without safe_serialization=True"),
+    ("import torch\nf = torch.load\nf('w.pt')", "without weights_only=True"),
+    ("from torch import load as L\ng = L\ng('w.pt')", "without weights_only=True"),
+    ("import torch\nsave = torch.save\nsave(m, 'w.pt')", "writes pickle"),
 ])
 def test_the_scanner_catches(snippet, what):
     problems = unsafe_calls(snippet)
@@ -135,6 +161,8 @@ def test_the_scanner_catches(snippet, what):
     "import numpy as np\nnp.load('x.npy')\nnp.load('x.npy', allow_pickle=False)",
     "AutoModel.from_pretrained('x', trust_remote_code=settings.trust_remote_code)",
     "model.save_pretrained('out', safe_serialization=True)\ntok.save_pretrained('out')",
+    "tokenizer.save_pretrained('o')\nconfig.save_pretrained('o')\nORTModelForCausalLM.from_pretrained('x').save_pretrained('o')",
+    "import torch\nf = torch.load\nf('w.pt', weights_only=True)",
     "msg = 'never torch.load(path) or import pickle'  # strings and comments: torch.load(x)",
 ])
 def test_the_scanner_passes_safe_code(snippet):
@@ -149,7 +177,7 @@ def pickle_model(tiny_model, tmp_path_factory) -> Path:
 
     src = tiny_model("bert")
     out = tmp_path_factory.mktemp("pickle") / "bert-bin"
-    transformers.AutoModel.from_pretrained(str(src)).save_pretrained(str(out), safe_serialization=False)
+    transformers.AutoModel.from_pretrained(str(src)).save_pretrained(str(out), safe_serialization=False)  # security test: on purpose
     for f in src.iterdir():
         if f.suffix != ".safetensors" and f.is_file() and not (out / f.name).exists():
             shutil.copy(f, out / f.name)
