@@ -10,7 +10,7 @@ from toolchain.pipeline.stages import build, format_summary
 from toolchain.cli.commands import main
 from toolchain.runtime import load, read_manifest
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 RECIPES = sorted(MODELS.glob("*.toml"))
 
 

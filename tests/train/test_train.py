@@ -13,7 +13,7 @@ from toolchain.train.recipe import load_recipe
 from toolchain.runtime import ToolchainError
 from toolchain.train.trainer import train
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 TRAINED = sorted(p for p in MODELS.glob("*.toml") if load_recipe(p).train or load_recipe(p).pretrain)
 
 RECIPE = classifier_recipe("{model}", "{train}")

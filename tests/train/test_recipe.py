@@ -10,7 +10,7 @@ from conftest import classifier_recipe
 
 from toolchain.train.recipe import RecipeError, load_recipe
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 RECIPES = sorted(MODELS.glob("*.toml"))
 
 MINIMAL = classifier_recipe(text_column=False)

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = Path(__file__).parent / "artifacts" / "demo.png"
+SCREENSHOT = Path(__file__).resolve().parents[1] / "artifacts" / "demo.png"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
 LOCAL = {"127.0.0.1", "localhost"}
