@@ -200,7 +200,7 @@ def test_export_refuses_pickle_only_weights(pickle_model, tmp_path, monkeypatch)
 
 
 def test_train_refuses_pickle_only_weights(pickle_model, tmp_path):
-    from toolchain.train.trainer import _pretrained_dir
+    from toolchain.train.stages import pretrained_dir as _pretrained_dir
 
     recipe = _recipe(tmp_path, f'pretrained = "{pickle_model}"')
     with pytest.raises(SourceError, match="pickle format .*convert them to safetensors"):
@@ -338,7 +338,7 @@ def _recipe(folder: Path, source: str) -> "object":
 
 
 def test_recipe_key_trust_remote_code(remote_model, tmp_path):
-    from toolchain.train.trainer import _pretrained_dir
+    from toolchain.train.stages import pretrained_dir as _pretrained_dir
 
     model, marker = remote_model
     with pytest.raises(SourceError, match="trust_remote_code = true under \\[source\\]"):

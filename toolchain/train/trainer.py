@@ -21,7 +21,6 @@ from toolchain.train.module_stage import train_module
 from toolchain.train.recipe import Recipe, RecipeError, load_recipe
 from toolchain.runtime.tasks import Unsupported
 from toolchain.train.stages import HELD_OUT, STAGES, pretrain
-from toolchain.train.stages import pretrained_dir as _pretrained_dir  # noqa: F401  (tests/test_security.py reads it here)
 
 __all__ = ["HELD_OUT", "STAGES", "TrainResult", "default_out", "train"]
 
