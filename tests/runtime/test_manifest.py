@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from damage import flip_middle_byte
 from toolchain.runtime import ArtifactError, load
 
 
@@ -26,9 +27,7 @@ def _edit(art, fn):
 
 def test_flipped_byte_is_refused(art):
     model = art / "model.onnx"
-    raw = bytearray(model.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    model.write_bytes(bytes(raw))
+    flip_middle_byte(model)
     with pytest.raises(ArtifactError, match=r"model\.onnx does not match the sha256"):
         load(art)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from damage import flip_middle_byte
 from toolchain.artifact.atomic import add_variant, update_manifest
 from toolchain.runtime import ArtifactError, Embedder, load, read_manifest
 from toolchain.runtime.manifest import SCHEMA_VERSION, Component, Generation, TokenizerInfo, Variant, sha256_file
@@ -60,9 +61,7 @@ def test_v1_artifact_loads_and_runs(v1_art, tiny_artifact):
 
 
 def test_v1_damaged_file_is_still_refused(v1_art):
-    raw = bytearray((v1_art / "model.onnx").read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    (v1_art / "model.onnx").write_bytes(bytes(raw))
+    flip_middle_byte(v1_art / "model.onnx")
     with pytest.raises(ArtifactError, match=r"model\.onnx does not match the sha256"):
         load(v1_art)
 
@@ -107,9 +106,7 @@ def test_external_data_is_listed_and_verified(art):
     assert listed.file == "model.onnx_data" and listed.sha256 == sha256_file(extra)
     assert v.bytes == (art / "model.onnx").stat().st_size + extra.stat().st_size
     assert load(art).embed(["weights outside the graph"]).shape == (1, 32)
-    raw = bytearray(extra.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    extra.write_bytes(bytes(raw))
+    flip_middle_byte(extra)
     with pytest.raises(ArtifactError, match=r"model\.onnx_data does not match the sha256"):
         load(art)
 
