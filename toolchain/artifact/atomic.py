@@ -351,12 +351,14 @@ def update_manifest(root: str | Path, change) -> dict[str, Any]:
     return data
 
 
-def add_variant(root: str | Path, name: str, built: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Move the finished file ``built`` into the artifact as variant ``name`` (one ``model`` component) and
-    list it in the manifest; ``entry`` gives its precision, passed, metrics, tolerance and latency.
+def add_variant(root: str | Path, name: str, built: Path | dict[str, Path], entry: dict[str, Any]) -> dict[str, Any]:
+    """Move the finished file ``built`` (or, for a variant of several graphs, component -> file) into the
+    artifact as variant ``name`` and list it in the manifest; ``entry`` gives its precision, passed,
+    metrics, tolerance and latency. A component file already in the artifact (an fp32 graph another
+    variant also lists) is listed as it is, not moved.
 
-    The file gets a name no current variant uses, the manifest is swapped in one step (always written as
-    the current schema, so a v1 artifact is upgraded), and only then are a replaced variant's old files
+    Each new file gets a name no current variant uses, the manifest is swapped in one step (always written
+    as the current schema, so a v1 artifact is upgraded), and only then are a replaced variant's old files
     removed, so a kill at any point leaves a loadable artifact.
     """
     from toolchain.runtime.manifest import MODEL, REFERENCE_VARIANT, Component, Variant, read_manifest, sha256_file
@@ -364,16 +366,23 @@ def add_variant(root: str | Path, name: str, built: Path, entry: dict[str, Any])
     root = Path(root)
     if name == REFERENCE_VARIANT:
         raise ToolchainError(f"variant name {name!r} is reserved for the reference export; choose another.")
-    sha = sha256_file(built)
+    built = dict(built) if isinstance(built, dict) else {MODEL: Path(built)}
+    shas = {c: sha256_file(path) for c, path in built.items()}
     with locked(root):
         current = read_manifest(root)
-        file = f"model.{name}.onnx"
-        if file in _files(current.variants.values()):
-            file = f"model.{name}.{sha[:8]}.onnx"
-        os.replace(built, root / file)
+        taken, components = _files(current.variants.values()), {}
+        for c, path in built.items():
+            if path.parent.resolve() == root.resolve():  # already the artifact's: shared, not moved
+                components[c] = Component.of(root, path.name)
+                continue
+            file = f"{c}.{name}.onnx"
+            if file in taken:
+                file = f"{c}.{name}.{shas[c][:8]}.onnx"
+            os.replace(path, root / file)
+            components[c] = Component.of(root, file)
         old = current.variants.get(name)
         known = {k: entry[k] for k in ("precision", "passed", "metrics", "tolerance", "latency") if k in entry}
-        current.variants[name] = Variant(name, components={MODEL: Component.of(root, file)}, **known)
+        current.variants[name] = Variant(name, components=components, **known)
         data = current.to_dict()
         write_json(root / MANIFEST, data)
         if old:

@@ -30,6 +30,19 @@ def _decoder_call(manifest: Manifest, batch: int) -> tuple[int, Callable]:
     return seq, call
 
 
+TRANSLATE_SOURCE = "the twenty-fifth of November, 2026"
+
+
+def _translate_call(manifest: Manifest, batch: int) -> tuple[int, Callable]:
+    """Encoder-decoders: one greedy translation of BATCH copies of a source, timed per call."""
+
+    def call(model):
+        model.translate([TRANSLATE_SOURCE] * batch)
+        return 1
+
+    return len(TRANSLATE_SOURCE.split()), call
+
+
 def _encoder_call(manifest: Manifest, name: str, batch: int, seq: int) -> tuple[int, Callable]:
     seq = min(seq, manifest.max_length)
     (_, feeds), = make_feeds(manifest, name, [(batch, seq)])
@@ -49,6 +62,8 @@ def measure_variants(manifest: Manifest, names: list[str], batch: int = REFERENC
     models = {n: open_variant(manifest, n, provider=provider, threads=threads) for n in names}
     if task_of(manifest).method == "generate":
         seq, call = _decoder_call(manifest, batch)
+    elif task_of(manifest).method == "translate":
+        seq, call = _translate_call(manifest, batch)
     else:
         seq, call = _encoder_call(manifest, names[0], batch, seq)
     times: dict[str, list[float]] = {n: [] for n in names}

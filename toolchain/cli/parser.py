@@ -79,7 +79,8 @@ EXAMPLES = {
     "run": """\
         toolchain run dist/minilm "a cat sat on the mat" "a kitten rested on a rug"
         toolchain run dist/sentiment "great film" --json
-        toolchain run dist/shakespeare-llama "ROMEO:" --max-new-tokens 80 --temperature 0.8""",
+        toolchain run dist/shakespeare-llama "ROMEO:" --max-new-tokens 80 --temperature 0.8
+        toolchain run dist/transformer-seq2seq "March 3, 2021" "Nov 25 '26" --beam-size 4""",
     "info": "toolchain info dist/minilm",
     "demo": """\
         toolchain demo                                  # dist/minilm, built first if missing
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="text generation: 0 is greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0, help="text generation: nucleus sampling threshold")
     p.add_argument("--seed", type=int, default=None, help="text generation: seed for sampling")
+    p.add_argument("--beam-size", type=int, default=1, help="translation: beams (1, the default, is greedy)")
+    p.add_argument("--length-penalty", type=float, default=1.0,
+                   help="translation: beam scores are divided by length ** this (default 1.0)")
 
     from toolchain.variants.hardware import PRESETS
     from toolchain.variants.quantize import MODES

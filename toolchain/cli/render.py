@@ -36,6 +36,11 @@ def print_continuations(prompts: list[str], results: list[str]) -> None:
         print(f"{prompt}{text}\n")
 
 
+def print_translations(sources: list[str], results: list[str]) -> None:
+    for source, text in zip(sources, results):
+        print(f"{source} -> {text}")
+
+
 @dataclass(frozen=True)
 class Printer:
     """How `toolchain run` serves one task: the runtime method it calls and how its result is shown."""
@@ -53,6 +58,7 @@ PRINTERS: dict[str, Printer] = {
     "text-classification": Printer("classify", print_labels),
     "text-generation": Printer("generate", print_continuations,
                                ("max_new_tokens", "temperature", "top_p", "seed")),
+    "text2text-generation": Printer("translate", print_translations, ("max_new_tokens", "beam_size", "length_penalty")),
 }
 
 

@@ -13,8 +13,9 @@ from toolchain.data.bundled import SST2_DEV
 from toolchain.runtime.checks import is_int
 from toolchain.runtime.errors import ToolchainError
 
-TEXT_COLUMNS = ("sentence", "content", "text")
+TEXT_COLUMNS = ("sentence", "content", "text", "source")
 LABEL_COLUMNS = ("label",)
+TARGET_COLUMNS = ("target",)  # text2text-generation: each text's reference output
 DEFAULT_EVAL = SST2_DEV  # package data, so an installed toolchain finds it too (a copy of models/data/sst2/dev.tsv)
 
 
@@ -25,6 +26,7 @@ class TextSet:
     path: Path
     texts: list[str]
     labels: list[int] | None = None
+    targets: list[str] | None = None  # text2text-generation: the reference output of each text
 
 
 def default_eval_path() -> Path:
@@ -53,6 +55,7 @@ def read_texts(path: str | Path | None = None, limit: int | None = None) -> Text
     if limit is not None:
         out.texts = out.texts[:limit]
         out.labels = out.labels[:limit] if out.labels is not None else None
+        out.targets = out.targets[:limit] if out.targets is not None else None
     return out
 
 
@@ -65,18 +68,21 @@ def _read_table(path: Path) -> TextSet:
         if text_col is None:
             raise ToolchainError(f"{path} has columns {columns}; it needs a text column named one of {list(TEXT_COLUMNS)}.")
         label_col = next((c for c in LABEL_COLUMNS if c in columns), None)
-        texts, labels = [], []
+        target_col = next((c for c in TARGET_COLUMNS if c in columns), None)
+        texts, labels, targets = [], [], []
         for row in reader:
             text = (row.get(text_col) or "").strip()
             if not text:
                 continue
             texts.append(text)
+            if target_col:
+                targets.append((row.get(target_col) or "").strip())
             if label_col:
                 try:
                     labels.append(int(row[label_col]))
                 except (TypeError, ValueError):
                     raise ToolchainError(f"{path} line {reader.line_num}: label {row[label_col]!r} is not an integer class id.") from None
-    return TextSet(path, texts, labels if label_col else None)
+    return TextSet(path, texts, labels if label_col else None, targets if target_col else None)
 
 
 def read_split(path: Path, split, labels: list[str] | None) -> TextSet:

@@ -20,12 +20,13 @@ from typing import Any, Callable
 from toolchain import __version__
 from toolchain.artifact.atomic import atomic_dir, write_json
 from toolchain.export import genai as genai_export
-from toolchain.export import torch_export
+from toolchain.export import seq2seq_hf, torch_export
 from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ExportError, ParityError, SourceError, ToolchainError
 from toolchain.runtime.manifest import (MANIFEST, REFERENCE_VARIANT, SCHEMA_VERSION, Component, ExporterInfo, Generation,
                                         Pooling, SourceInfo, TokenizerInfo, Variant)
 from toolchain.runtime.tasks import task_spec
+from toolchain.runtime.variants import MODEL
 from toolchain.export.source import Source, import_optional, resolve
 from toolchain.export.families import graph_pad, usable_positions
 from toolchain.export.parity import Reference, check_variant, raise_misses
@@ -108,6 +109,12 @@ def _run_optimum(source: Source, settings: ExportSettings, into: Path) -> Path:
     return path
 
 
+def _run_optimum_seq2seq(source: Source, settings: ExportSettings, into: Path) -> dict[str, Path]:
+    """Encoder-decoders (T5, BART, Marian, mBART): optimum's graphs rewritten to runtime/seq2seq_io.py's contract."""
+    return seq2seq_hf.export_hf_seq2seq(source.path, into, opset=settings.opset,
+                                        trust_remote_code=settings.trust_remote_code)
+
+
 def _run_genai(source: Source, settings: ExportSettings, into: Path) -> Path:
     into.mkdir(parents=True, exist_ok=True)
     return genai_export.build(source, into, trust_remote_code=settings.trust_remote_code)
@@ -143,7 +150,10 @@ register(Exporter("ort-genai", _run_genai,
                   lambda st, src, config: _hf(src) and task_spec(st.task).method == "generate" and st.opset is None
                   and genai_export.handles(config.to_dict())
                   and genai_export.available(), genai_export.GENERATION))
-register(Exporter("optimum", _run_optimum, lambda st, src, config: _hf(src), {}))
+register(Exporter("optimum-seq2seq", _run_optimum_seq2seq,
+                  lambda st, src, config: _hf(src) and task_spec(st.task).method == "translate", {}))
+register(Exporter("optimum", _run_optimum,
+                  lambda st, src, config: _hf(src) and task_spec(st.task).method != "translate", {}))
 register(Exporter(torch_export.NAME, torch_export.build, torch_export.handles, {}))
 
 
@@ -205,9 +215,13 @@ def _generation(reference: Reference) -> dict[str, Any]:
 def _hf_fields(source: Source, reference: Reference, task: str, out: Path) -> dict[str, Any]:
     """What the manifest says about a transformers source (the tokenizer is saved into OUT)."""
     config = reference.model.config
-    return {"labels": _labels(reference, task), "max_length": _max_length(source, reference),
-            "tokenizer": _tokenizer(source, reference, out), "model_type": config.model_type,
-            "architecture": (config.architectures or [None])[0]}
+    fields = {"labels": _labels(reference, task), "max_length": _max_length(source, reference),
+              "tokenizer": _tokenizer(source, reference, out), "model_type": config.model_type,
+              "architecture": (config.architectures or [None])[0]}
+    if task_spec(task).method == "translate":  # the decoder's start token, not the source's BOS
+        start, eos = seq2seq_hf.decoder_start_and_eos(getattr(reference.model, "generation_config", None) or config)
+        fields["generation"] = {"bos_token_id": start, "eos_token_ids": eos}
+    return fields
 
 
 # What the manifest says about the source (labels, max_length, tokenizer, model_type, architecture), by
@@ -219,6 +233,20 @@ SOURCE_FIELDS: dict[str, Callable[[Source, Any, str, Path], dict[str, Any]]] = {
 }
 
 
+def _take_graphs(graphs: dict[str, Path], work: Path, tmp: Path) -> dict[str, Component]:
+    """Move each component's graph (model.onnx, or encoder.onnx and decoder.onnx) and its external data from
+    the exporter's WORK dir into the artifact dir TMP; the components for the manifest."""
+    components = {}
+    for name, graph in graphs.items():
+        target = MODEL_FILE if name == MODEL else f"{name}.onnx"
+        shutil.move(str(graph), tmp / target)
+        for extra in work.glob(graph.name + "_data*"):
+            shutil.move(str(extra), tmp / extra.name.replace(graph.name, target, 1))
+        components[name] = Component.of(tmp, target)
+    shutil.rmtree(work)
+    return components
+
+
 def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, reference: Any, tmp: Path,
              out: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     """One exporter's graph in TMP with its manifest, parity checked (raises ParityError on a miss)."""
@@ -226,11 +254,10 @@ def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, ref
     work = tmp / ".graph"
     built = exporter.build(source, settings, work)
     graph, info = built if isinstance(built, tuple) else (built, ExporterInfo(exporter.name))
-    shutil.move(str(graph), tmp / MODEL_FILE)
-    for extra in work.glob(MODEL_FILE + "_data*"):
-        shutil.move(str(extra), tmp / extra.name)
-    shutil.rmtree(work)
-    inputs, outputs, opset_used = _io(tmp / MODEL_FILE)
+    components = _take_graphs(graph if isinstance(graph, dict) else {MODEL: graph}, work, tmp)
+    files = [tmp / c.file for c in components.values()]
+    inputs, _, opset_used = _io(files[0])  # an encoder-decoder: the encoder's inputs, the decoder's outputs
+    outputs = _io(files[-1])[1]
     fields = SOURCE_FIELDS[source.kind](source, reference, settings.task, tmp)
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -247,12 +274,13 @@ def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, ref
         "versions": _versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "variants": {REFERENCE_VARIANT: Variant(REFERENCE_VARIANT, precision="fp32", tolerance={"atol": settings.atol},
-                                                components={"model": Component.of(tmp, MODEL_FILE)}).to_dict()},
+                                                components=components).to_dict()},
     }
     if settings.task == "feature-extraction":
         manifest["pooling"] = Pooling.from_dict(source.pooling).to_dict()
-    if task_spec(settings.task).method == "generate":
-        manifest["generation"] = Generation.from_dict({**_generation(reference), **exporter.generation}).to_dict()
+    if task_spec(settings.task).method in ("generate", "translate"):
+        generation = fields.get("generation") or _generation(reference)
+        manifest["generation"] = Generation.from_dict({**generation, **exporter.generation}).to_dict()
     write_json(tmp / MANIFEST, manifest)
     progress("checking parity against PyTorch on a batch of uneven lengths")
     try:

@@ -57,6 +57,27 @@ class IOSpec:
         return {t.name: dict(t.dynamic) for t in (*self.inputs, *self.outputs) if t.dynamic}
 
 
+@dataclass(frozen=True)
+class Seq2SeqSpec:
+    """What an encoder-decoder module exports: two graphs keeping runtime/seq2seq_io.py's contract.
+
+    The module has ``encoder_graph`` and ``decoder_graph`` (nn.Modules sharing its weights: forward takes
+    the inputs ENCODER/DECODER name, in order, and returns the outputs they name, in order) and its own
+    ``forward(input_ids, attention_mask, decoder_input_ids) -> logits (batch, target, vocab)``: teacher
+    forcing for training, and the uncached PyTorch reference greedy decoding is compared with.
+    ``decoder.example(lengths)`` gives every decoder input for sources of those lengths (a past of 2)."""
+
+    encoder: IOSpec
+    decoder: IOSpec
+    bos_id: int = 1
+    eos_id: int = 2
+    pad_id: int = 0
+
+    def graphs(self, module: Any) -> dict[str, tuple[Any, IOSpec]]:
+        """Component name -> (nn.Module, IOSpec), in export order."""
+        return {"encoder": (module.encoder_graph, self.encoder), "decoder": (module.decoder_graph, self.decoder)}
+
+
 def text_classifier_io(vocab_size: int, pad_id: int = 0) -> IOSpec:
     """The IO of a text classifier the runtime's Classifier serves unchanged: input_ids and attention_mask
     (batch, sequence) int64 in, logits (batch, classes) float32 out. Examples are right-padded with PAD_ID."""
@@ -99,7 +120,7 @@ def load_entry(entry: str, search: Path | None = None) -> Callable[[dict[str, An
     return fn
 
 
-def build_module(entry: str, config: dict[str, Any], search: Path | None = None) -> tuple[Any, IOSpec]:
+def build_module(entry: str, config: dict[str, Any], search: Path | None = None) -> tuple[Any, Any]:
     """Call the entry point and check what it returns: an nn.Module and an IOSpec that agree with it."""
     import torch
 
@@ -110,9 +131,16 @@ def build_module(entry: str, config: dict[str, Any], search: Path | None = None)
     if not isinstance(module, torch.nn.Module):
         raise SourceError(f"{entry} returned a {type(module).__name__} where an nn.Module is needed; return "
                           "(module, IOSpec) from build(config).")
+    if isinstance(spec, Seq2SeqSpec):
+        for name, (graph, io) in spec.graphs(module).items():
+            if not isinstance(graph, torch.nn.Module):
+                raise SourceError(f"{entry}: the module's {name}_graph is not an nn.Module; an encoder-decoder "
+                                  "module needs encoder_graph and decoder_graph (Seq2SeqSpec).")
+            check_io(f"{entry} ({name})", graph, io)
+        return module, spec
     if not isinstance(spec, IOSpec):
         raise SourceError(f"{entry} returned a {type(spec).__name__} as its IO spec; return an IOSpec "
-                          "(toolchain.export.modules.IOSpec, e.g. text_classifier_io(vocab_size)).")
+                          "(toolchain.export.modules.IOSpec, e.g. text_classifier_io(vocab_size)) or a Seq2SeqSpec.")
     check_io(entry, module, spec)
     return module, spec
 
@@ -169,7 +197,7 @@ class ModuleDir:
     pad_id: int = 0
     search: str = ""  # the recipe's folder, where a user's own package may sit
 
-    def build(self) -> tuple[Any, IOSpec]:
+    def build(self) -> tuple[Any, Any]:
         """The module with its trained weights loaded (safetensors), in eval mode."""
         from safetensors.torch import load_file
 

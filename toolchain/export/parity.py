@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ParityError, SourceError
 from toolchain.runtime.manifest import read_manifest
 from toolchain.runtime.model import load
@@ -62,7 +63,11 @@ class Reference:
             raise SourceError(f"the PyTorch source {path} runs its own Python code (config.json auto_map); pass "
                               "--trust-remote-code if you trust its authors.")
         auto = getattr(transformers, spec.auto_class)
-        self.model = auto.from_pretrained(str(path), trust_remote_code=trust_remote_code).eval()
+        try:
+            self.model = auto.from_pretrained(str(path), trust_remote_code=trust_remote_code).eval()
+        except ValueError as exc:  # "Unrecognized configuration class ...": the architecture lacks this task's head
+            raise SourceError(f"{path} cannot be loaded as {spec.auto_class} for task {task!r} "
+                              f"({first_line(exc)}); export it for a task its architecture supports.") from None
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), use_fast=True,
                                                                     trust_remote_code=trust_remote_code)
 
@@ -78,6 +83,20 @@ class Reference:
     def token_ids(self, texts: list[str], max_length: int) -> list[list[int]]:
         enc = self.tokenizer(texts, truncation=True, max_length=max_length)
         return [list(ids) for ids in enc["input_ids"]]
+
+    def greedy_ids(self, sources: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Encoder-decoders: transformers' greedy generate() on each source's token ids, without the decoder
+        start token and cut before EOS."""
+        torch, out = self.torch, []
+        config = getattr(self.model, "generation_config", None) or self.model.config
+        eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+        for src in sources:
+            ids = torch.tensor([src])
+            with torch.inference_mode():
+                gen = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                          num_beams=1, max_new_tokens=max_new_tokens)[0, 1:].tolist()
+            out.append(gen[: next((i for i, t in enumerate(gen) if t in eos), len(gen))])
+        return out
 
 
 GEN_PROMPTS = ["ROMEO:", "To be, or not to be, that is", "A", "The quick brown fox jumps over the lazy dog, and then the"]
@@ -159,9 +178,33 @@ def _greedy_parity(model, variant: str, reference: Reference, atol: float) -> Pa
     return ParityResult(variant, atol, diff, tokens_match, bool(diff <= atol and tokens_match), len(GEN_PROMPTS))
 
 
+# Sources of the kinds the bundled translation data has, plus text far from it and one over-long source.
+TRANSLATE_SOURCES = ["March 3, 2021", "the twenty-fifth of November, 2026", "Nov 25 '26", "25/11/2026",
+                     "one thousand two hundred and five", "Hi.", " ".join(["the third of May, 1999"] * 40)]
+TRANSLATE_TOKENS = 24
+
+
+def _translate_parity(model, variant: str, reference: Any, atol: float) -> ParityResult:
+    """Encoder-decoders: greedy output ids equal PyTorch's (its uncached greedy decoding of each source
+    alone), for every source alone and for the uneven batch of all of them; the same source token ids."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the over-long source is truncated on purpose
+        ids, mask = model.source_ids(TRANSLATE_SOURCES)
+    lengths = mask.sum(axis=1)
+    ours = [list(map(int, row[:n])) for row, n in zip(ids, lengths)]
+    theirs = [reference.greedy_ids([src], TRANSLATE_TOKENS)[0] for src in ours]
+    alone = [model.decode_ids(ids[i : i + 1, :n], mask[i : i + 1, :n], TRANSLATE_TOKENS)[0]
+             for i, n in enumerate(lengths)]
+    batched = model.decode_ids(ids, mask, TRANSLATE_TOKENS)
+    same_source = ours == reference.token_ids(TRANSLATE_SOURCES, model.manifest.max_length)
+    tokens_match = same_source and alone == theirs and batched == theirs
+    return ParityResult(variant, atol, 0.0 if tokens_match else float("inf"), tokens_match, tokens_match,
+                        len(TRANSLATE_SOURCES))
+
+
 # One parity check per task (a key of toolchain.runtime.tasks.TASKS); a new task adds its entry here.
 PARITY = {"feature-extraction": _encoder_parity, "text-classification": _encoder_parity,
-          "text-generation": _greedy_parity}
+          "text-generation": _greedy_parity, "text2text-generation": _translate_parity}
 
 
 def raise_misses(results: list[ParityResult], root: Path) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from toolchain.export.modules import TOKENIZER_FILE, is_module_dir, read_module_dir, run_module
 from toolchain.export.parity import Reference
+from toolchain.export.seq2seq_module import greedy_uncached, pad_sources
 from toolchain.runtime.errors import SourceError
 from toolchain.runtime.tasks import task_spec
 
@@ -64,6 +65,11 @@ class ModuleReference:
         tok.no_padding()
         tok.enable_truncation(max_length=max_length)
         return [list(e.ids) for e in tok.encode_batch(texts, add_special_tokens=True)]
+
+    def greedy_ids(self, sources: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Encoder-decoders: the module's uncached greedy decoding of each batch of source ids."""
+        ids, mask = pad_sources(sources, self.dir.pad_id)
+        return greedy_uncached(self.model, self.spec, ids, mask, max_new_tokens)
 
 
 # One reference per source kind (Source.kind, SourceInfo.kind); a new kind of source adds its entry here.

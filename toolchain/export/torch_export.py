@@ -14,11 +14,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from toolchain.export.modules import TOKENIZER_FILE, IOSpec, read_module_dir
+from toolchain.export.modules import TOKENIZER_FILE, IOSpec, Seq2SeqSpec, read_module_dir
 from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ExportError
 from toolchain.runtime.sections import ExporterInfo, TokenizerInfo
 from toolchain.runtime.tasks import task_spec
+from toolchain.runtime.variants import MODEL
 
 NAME = "torch"
 MODEL_FILE = "model.onnx"
@@ -28,28 +29,43 @@ EXAMPLE_LENGTHS = [3, 5]  # batch 2, sequence 5: neither is 0 or 1, which torch.
 
 
 def handles(settings: Any, source: Any, config: Any) -> bool:
-    """Module sources only (HF models go to optimum or ort-genai), for the encoder tasks."""
+    """Module sources only (HF models go to optimum or ort-genai): encoders and encoder-decoders."""
     return source.kind == "module" and task_spec(settings.task).method != "generate"
 
 
-def build(source: Any, settings: Any, into: Path) -> tuple[Path, ExporterInfo]:
-    """Write INTO/model.onnx from the module dir at SOURCE.path; return it and how it was written."""
+def build(source: Any, settings: Any, into: Path) -> tuple[Path | dict[str, Path], ExporterInfo]:
+    """Write the module dir at SOURCE.path as ONNX into INTO: model.onnx, or for an encoder-decoder
+    (Seq2SeqSpec) encoder.onnx and decoder.onnx; return the file (or component -> file) and how."""
     module, spec = read_module_dir(source.path).build()
+    graphs = spec.graphs(module) if isinstance(spec, Seq2SeqSpec) else {MODEL: (module, spec)}
+    into.mkdir(parents=True, exist_ok=True)
+    paths, methods, fallbacks = {}, [], []
+    for name, (graph, io) in graphs.items():
+        path = into / (MODEL_FILE if name == MODEL else f"{name}.onnx")
+        method, failed = export_graph(graph, io, path, settings.opset, source.name)
+        paths[name] = path
+        methods.append(method if name == MODEL else f"{name}: {method}")
+        fallbacks += failed if name == MODEL else [f"{name}: {f}" for f in failed]
+    info = ExporterInfo(NAME, fallback="; ".join(fallbacks), method=", ".join(methods))
+    return (paths[MODEL] if MODEL in paths else paths), info
+
+
+def export_graph(module: Any, spec: IOSpec, path: Path, opset: int | None, what: str) -> tuple[str, list[str]]:
+    """One graph to PATH by the first of METHODS that works; (that method, why the earlier ones failed)."""
     example = spec.example(list(EXAMPLE_LENGTHS))
     args = tuple(example[t.name] for t in spec.inputs)
-    into.mkdir(parents=True, exist_ok=True)
-    path, failed = into / MODEL_FILE, []
+    failed = []
     for method in METHODS:
         run = {"dynamo": run_dynamo, "torchscript": run_torchscript}[method]  # looked up now: tests replace them
-        for leftover in into.iterdir():  # what a failed method left
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        for leftover in path.parent.glob(path.name + "*"):  # what a failed method left
+            leftover.unlink()
         try:
-            run(module, spec, args, path, settings.opset)
+            run(module, spec, args, path, opset)
             finish_graph(path, spec, example)
-            return path, ExporterInfo(NAME, fallback="; ".join(failed), method=method)
+            return method, failed
         except Exception as exc:  # torch.export's and the tracer's many error types: each means "next method"
             failed.append(f"{method}: {first_line(exc)}")
-    raise ExportError(f"torch.onnx.export could not export {source.name} ({'; '.join(failed)}); make forward() "
+    raise ExportError(f"torch.onnx.export could not export {what} ({'; '.join(failed)}); make forward() "
                       "traceable: tensor operations only, no Python control flow on tensor values.")
 
 
@@ -57,6 +73,10 @@ def run_dynamo(module: Any, spec: IOSpec, args: tuple, path: Path, opset: int | 
     """torch.onnx.export(dynamo=True): one named Dim per dynamic axis name, shared across inputs."""
     import torch
 
+    # Each dynamo export swaps in a loop decomposition of LSTM/GRU, but the op's dispatch cache keeps the kernel
+    # of the first export in this process: a second RNN export would unroll and fix the sequence axis.
+    for op in (torch.ops.aten.lstm.input, torch.ops.aten.gru.input):
+        getattr(op, "_dispatch_cache", {}).clear()
     dims: dict[str, Any] = {}
     shapes = tuple({axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in t.dynamic.items()}
                    for t in spec.inputs)
@@ -78,7 +98,7 @@ def finish_graph(path: Path, spec: IOSpec, example: dict[str, Any]) -> None:
 
     Dynamo annotates intermediate shapes, some with the example's sizes (a GRU's states as (batch, 5, 16)),
     and ONNX shape inference in quantization refuses the graph over them: they are dropped (inputs and
-    outputs keep theirs). An input forward() ignores is dropped by TorchScript and fixed to the example's
+    outputs keep theirs, outputs with the IO spec's dynamic axes). An input forward() ignores is dropped by TorchScript and fixed to the example's
     size by dynamo: it is put back with the IO spec's axes, so the runtime feeds what the spec names and
     parity sees the module as it is (one that ignores its mask fails there, saying so)."""
     import onnx
@@ -98,6 +118,13 @@ def finish_graph(path: Path, spec: IOSpec, example: dict[str, Any]) -> None:
             present[t.name].CopyFrom(value)
         else:
             graph.input.append(value)
+    named = {t.name: t for t in spec.outputs}
+    for value in graph.output:  # dynamo may label an output's dynamic axis with the example's size
+        dims = value.type.tensor_type.shape.dim
+        for axis, name in named[value.name].dynamic.items() if value.name in named else ():
+            if axis < len(dims):
+                dims[axis].Clear()
+                dims[axis].dim_param = name
     onnx.save(proto, str(path))
     check_dynamic(path, spec)
 
@@ -144,7 +171,10 @@ def module_fields(source: Any, reference: Any, task: str, out: Path) -> dict[str
     labels = d.labels if task_spec(task).method == "classify" else None  # checked against the module by the reference
     shutil.copyfile(d.path / TOKENIZER_FILE, out / TOKENIZER_FILE)
     pad_token = reference.tokenizer.id_to_token(d.pad_id) or TokenizerInfo.pad_token
-    return {"labels": [str(x) for x in labels] if labels else None, "max_length": d.max_length,
-            "tokenizer": TokenizerInfo(file=TOKENIZER_FILE, pad_id=d.pad_id, pad_token=pad_token).to_dict(),
-            "model_type": d.entry, "architecture": type(reference.model).__name__}
+    fields = {"labels": [str(x) for x in labels] if labels else None, "max_length": d.max_length,
+              "tokenizer": TokenizerInfo(file=TOKENIZER_FILE, pad_id=d.pad_id, pad_token=pad_token).to_dict(),
+              "model_type": d.entry, "architecture": type(reference.model).__name__}
+    if isinstance(reference.spec, Seq2SeqSpec):  # the decoder's start token and where it stops
+        fields["generation"] = {"bos_token_id": reference.spec.bos_id, "eos_token_ids": [reference.spec.eos_id]}
+    return fields
 

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from toolchain.bench import bench
+from toolchain.data.metrics import exact_match
 from toolchain.data.texts import TextSet, read_split, read_texts
 from toolchain.export.core import export
 from toolchain.runtime import ToolchainError, load, read_manifest
 from toolchain.runtime.manifest import REFERENCE_VARIANT
 from toolchain.train.recipe import Recipe, load_recipe
+from toolchain.train.seq2seq_stage import EVAL_PAIRS
 from toolchain.train.stages import HELD_OUT
 from toolchain.train.trainer import default_out, train
 from toolchain.variants.optimize import optimize
@@ -95,9 +97,9 @@ def train_stage(recipe: Recipe, out: Path, smoke: bool, retrain: bool, progress)
 def _eval_data(recipe: Recipe, smoke: bool, model_dir: Path) -> TextSet | None:
     """The labelled dev split of the recipe (gate and accuracy), a language model's held-out text,
     else the bundled default set."""
-    held_out = model_dir / HELD_OUT
-    if held_out.is_file():
-        return read_texts(held_out)
+    for name in (HELD_OUT, EVAL_PAIRS):  # a language model's held-out text; a translator's dev pairs
+        if (model_dir / name).is_file():
+            return read_texts(model_dir / name)
     if recipe.data is not None and recipe.data.dev is not None:
         dev = recipe.data.dev
         return read_split(recipe.resolve(dev.path), dev, recipe.labels)
@@ -131,11 +133,13 @@ def _rows(out: Path, data: TextSet | None, report: dict[str, Any]) -> list[dict[
 
 
 def _metric(out: Path, name: str, task: str, data: TextSet | None, variant) -> str:
-    """Dev accuracy for classifiers (labelled data), the gate's cosine for embeddings."""
+    """Dev accuracy for classifiers (labelled data), exact match for translators, the gate's cosine for embeddings."""
     if data is not None and data.labels is not None and task == "text-classification":
         preds = load(out, variant=name).scores(data.texts).argmax(axis=1)
         correct = sum(int(p == y) for p, y in zip(preds, data.labels))
         return f"acc {correct / len(data.labels):.4f}"
+    if data is not None and data.targets is not None and task == "text2text-generation":
+        return f"EM {exact_match(load(out, variant=name).translate(data.texts), data.targets):.4f}"
     gate = variant.metrics.get("gate", {})
     if "mean_cosine" in gate:
         return f"cos {gate['mean_cosine']:.4f}/{gate['min_cosine']:.3f}"

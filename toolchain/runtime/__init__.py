@@ -6,7 +6,8 @@
     m.info()["provider"]
 
 ``load()`` returns the class registered for the artifact's task (``RUNTIMES``): an Embedder, a
-Classifier or a TextGenerator, all of them a ``Model``. Nothing here imports torch, transformers or optimum.
+Classifier, a TextGenerator or a Translator, all of them a ``Model``. Nothing here imports torch,
+transformers or optimum.
 """
 
 from .base import RUNTIMES, register_runtime
@@ -16,6 +17,7 @@ from .manifest import Manifest, read_manifest
 from .model import Model, load, open_variant
 from .providers import CudaOptions
 from .textgen import TextGenerator
+from .translate import Translator
 
 __all__ = [
     "ArtifactError",
@@ -30,6 +32,7 @@ __all__ = [
     "RUNTIMES",
     "TextGenerator",
     "ToolchainError",
+    "Translator",
     "load",
     "open_variant",
     "read_manifest",

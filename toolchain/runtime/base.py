@@ -17,6 +17,7 @@ from .errors import ToolchainError
 from .manifest import Manifest
 from .tasks import task_spec
 from .text import TextEncoder, as_texts
+from .variants import MODEL
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -55,14 +56,22 @@ class Model:
     """A loaded artifact: the base of the per-task classes. Thread-safe: one instance may serve many threads.
 
     Every class has ``encode()`` (text to the graph's feeds), ``run_feeds()`` (one run, the task's output)
-    and ``info()``; each task adds its own method (embed, classify/scores, generate)."""
+    and ``info()``; each task adds its own method (embed, classify/scores, generate, translate).
+
+    ``components`` names the graphs of a variant the class runs; providers are negotiated on
+    ``main_component`` (whose session is ``negotiated.session``), and ``sessions`` holds the others, opened
+    by load() with the provider and options negotiated. Single-graph classes keep the defaults."""
+
+    components: tuple[str, ...] = (MODEL,)
+    main_component: str = MODEL
 
     def __init__(self, manifest: Manifest, variant: str, negotiated: providers.Negotiated, batch_size: int,
-                 profiled: bool = False):
+                 profiled: bool = False, sessions: dict[str, Any] | None = None):
         self.manifest = manifest
         self.variant = variant
         self._negotiated = negotiated
         self._session = negotiated.session
+        self._sessions = {**(sessions or {}), self.main_component: negotiated.session}
         self.batch_size = batch_size
         self.task = task_spec(manifest.task)
         on_cuda = negotiated.provider == "cuda"
@@ -99,6 +108,10 @@ class Model:
         """Continue a prompt (text-generation artifacts: see TextGenerator)."""
         raise self._refuse("generate")
 
+    def translate(self, texts: Any, *args: Any, **kwargs: Any):
+        """Translate texts (text2text-generation artifacts: see Translator)."""
+        raise self._refuse("translate")
+
     @property
     def generator(self):
         """Decoders' generation loop (text-generation artifacts: see TextGenerator)."""
@@ -119,7 +132,7 @@ class Model:
             "exporter": self.manifest.exporter,
             "variant": self.variant,
             "precision": v.precision,
-            "file": str(self.manifest.root / v.file),
+            "file": str(self.manifest.root / v.components[self.main_component].file),
             "provider": negotiated.provider,
             "provider_requested": negotiated.requested,
             "providers": list(self._session.get_providers()),

@@ -89,7 +89,7 @@ def pick(logits: np.ndarray, seen: list[np.ndarray], s: Sampling, rng: np.random
     return np.array([rng.choice(len(p), p=p) for p in probs])
 
 
-class _Row:
+class TextRow:
     """One prompt's output text: incremental decoding, stop strings, and what is safe to stream."""
 
     def __init__(self, tokenizer: Any, stop: tuple[str, ...]):
@@ -181,7 +181,7 @@ class Generator:
         lengths = mask.sum(axis=1)
         right = self.padding_side == "right"
         rng = np.random.default_rng(s.seed)
-        rows = [_Row(self.tok, s.stop) for _ in prompts]
+        rows = [TextRow(self.tok, s.stop) for _ in prompts]
         seen = [r[m.astype(bool)] for r, m in zip(ids, mask)] if s.repetition_penalty != 1.0 else [None] * batch
         # Every step's attention mask is a prefix of one array built here: left-padded rows keep their
         # padding at the start and attend to every new token; right-padded rows count their tokens from 0.
@@ -229,7 +229,7 @@ class Generator:
             if piece:
                 yield i, piece
 
-    def _take(self, tokens: np.ndarray, rows: list["_Row"], live: list[int], seen: list[Any]) -> list[tuple[int, str]]:
+    def _take(self, tokens: np.ndarray, rows: list["TextRow"], live: list[int], seen: list[Any]) -> list[tuple[int, str]]:
         """Add one step's tokens to the live rows; return the (row, text piece) pairs now safe to stream."""
         out = []
         for i in live:

@@ -1,8 +1,12 @@
 """Loading an artifact and running it: ``load(dir)`` returns the runtime class of its task (Embedder,
-Classifier, TextGenerator; all are ``Model``s), chosen from the registry in base.py."""
+Classifier, TextGenerator, Translator; all are ``Model``s), chosen from the registry in base.py.
+
+A class that runs several graphs (Translator: encoder + decoder) names them in ``components``: providers are
+negotiated on its ``main_component``, and the other components open with the provider and options that won."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -16,9 +20,12 @@ from .encoders import Classifier, Embedder
 from .errors import ArtifactError, InputError
 from .manifest import REFERENCE_VARIANT, Manifest, read_manifest, session_error
 from .textgen import TextGenerator
+from .translate import Translator
+from .variants import MODEL
 
 __all__ = ["DEFAULT_BATCH_SIZE", "MIN_GAIN", "RUNTIMES", "Classifier", "Embedder", "EncoderModel", "Model",
-           "SessionMaker", "TextGenerator", "bound_run", "choose_variant", "load", "open_variant", "register_runtime"]
+           "SessionMaker", "TextGenerator", "Translator", "bound_run", "choose_variant", "load", "open_variant",
+           "register_runtime"]
 
 MIN_GAIN = 1.05  # `auto` prefers fp32 unless another passed variant is at least 5% faster
 # Without fp32 and without timings, `auto` avoids precisions that are slow where their kernels are missing.
@@ -107,10 +114,10 @@ def open_variant(
     available = ort.get_available_providers()
     guess = "cuda" if provider == "cuda" or (provider == "auto" and providers.CUDA in available) else "cpu"
     name = choose_variant(manifest, variant, guess)
-    model_path = manifest.verify(name)
+    paths = component_paths(manifest, name, cls)
     manifest.tokenizer_path()  # missing or outside the artifact: say so before building a session
 
-    sessions = SessionMaker(ort, model_path, threads, cuda_options)
+    sessions = SessionMaker(ort, paths[cls.main_component], threads, cuda_options)
     profiled = sessions.profiled
 
     if provider in ("auto", "cuda") and providers.CUDA in available:
@@ -121,20 +128,48 @@ def open_variant(
         if variant == "auto" and negotiated.provider != guess:
             better = choose_variant(manifest, "auto", negotiated.provider)
             if better != name:
-                sessions.path = manifest.verify(better)
+                paths = component_paths(manifest, better, cls)
+                sessions.path = paths[cls.main_component]
                 name = better
                 reason = negotiated.fallback_reason
                 negotiated = providers.Negotiated(sessions.make([providers.CPU]), "cpu", provider, reason)
         for s in profiled:  # CUDA attempts that were not kept: stop their profilers, remove their files
             if s is not negotiated.session:
                 placement.discard(s.end_profiling())
-        return cls(manifest, name, negotiated, batch_size, profiled=any(s is negotiated.session for s in profiled))
+        profiled_kept = any(s is negotiated.session for s in profiled)
+        if tuple(cls.components) == (MODEL,):
+            return cls(manifest, name, negotiated, batch_size, profiled=profiled_kept)
+        others = open_components(ort, paths, cls, negotiated, threads, cuda_options)
+        return cls(manifest, name, negotiated, batch_size, profiled=profiled_kept, sessions=others)
     except BaseException:
         for s in profiled:  # a second end_profiling() returns "": nothing is removed twice
             placement.discard(s.end_profiling())
         raise
     finally:
         ort.set_default_logger_severity(2)
+
+
+def component_paths(manifest: Manifest, name: str, cls: type[Model]) -> dict[str, Path]:
+    """The verified graph of each component CLS runs in variant NAME (sha256 checked); a single-graph class
+    gets {"model": path} exactly as before, a multi-graph one an ArtifactError naming a missing component."""
+    if tuple(cls.components) == (MODEL,):
+        return {MODEL: manifest.verify(name)}
+    paths = manifest.verify_components(name)
+    missing = [c for c in cls.components if c not in paths]
+    if missing:
+        raise ArtifactError(f"variant {name!r} in {manifest.root} has components {', '.join(sorted(paths))}, but a "
+                            f"{manifest.task} artifact needs {', '.join(cls.components)}; re-export the artifact.")
+    return paths
+
+
+def open_components(ort: Any, paths: dict[str, Path], cls: type[Model], negotiated: providers.Negotiated,
+                    threads: int | None, cuda_options: providers.CudaOptions) -> dict[str, Any]:
+    """Sessions of CLS's components other than its main one, on the provider negotiated for the main one
+    (the same CUDA options; no placement profiling, which the main component's warm-up run does)."""
+    provider_list = [providers.CUDA, providers.CPU] if negotiated.provider == "cuda" else [providers.CPU]
+    options = dataclasses.replace(cuda_options, check_placement=False)
+    return {c: SessionMaker(ort, paths[c], threads, options).make(provider_list)
+            for c in cls.components if c != cls.main_component}
 
 
 class SessionMaker:

@@ -57,3 +57,6 @@ register(TaskSpec("feature-extraction", "last_hidden_state", "embed", "AutoModel
 register(TaskSpec("text-classification", "logits", "classify", "AutoModelForSequenceClassification", 1e-4))
 # Decoders export with their KV cache: one graph for the prompt (empty past) and every decode step.
 register(TaskSpec("text-generation", "logits", "generate", "AutoModelForCausalLM", 1e-3, "text-generation-with-past"))
+# Encoder-decoders export as two graphs (runtime/seq2seq_io.py): the encoder, and a decoder step with its state.
+register(TaskSpec("text2text-generation", "logits", "translate", "AutoModelForSeq2SeqLM", 1e-3,
+                  "text2text-generation-with-past"))

@@ -44,7 +44,7 @@ def train_module(recipe: Recipe, out: Path, smoke: bool, progress) -> dict[str, 
                           "set task = \"text-classification\".")
     entry, search = recipe.model.module, recipe.folder
     vocab = int(recipe.model.config.get("vocab_size", DEFAULT_VOCAB))
-    _build(entry, {**recipe.model.config, "vocab_size": vocab}, search)  # bad entry point/config/IO: fail before any work
+    build_checked(entry, {**recipe.model.config, "vocab_size": vocab}, search)  # bad entry point/config/IO: fail before any work
     settings = smoke_settings(recipe.train, smoke)
     if int(recipe.model.config.get("max_length", settings.max_length)) < settings.max_length:
         raise RecipeError(f"{recipe.path}: [model.config] max_length is below [train] max_length "
@@ -53,7 +53,7 @@ def train_module(recipe: Recipe, out: Path, smoke: bool, progress) -> dict[str, 
     tok = plain_wordpiece(train.texts, vocab, settings.max_length)
     config = {**recipe.model.config, "vocab_size": tok.get_vocab_size()}
     torch.manual_seed(settings.seed)
-    module, _ = _build(entry, config, search)
+    module, _ = build_checked(entry, config, search)
     params = sum(p.numel() for p in module.parameters())
     progress(f"training {entry} ({params / 1e6:.2f}M parameters, vocab {tok.get_vocab_size()}) "
              f"on {len(train.texts)} examples")
@@ -75,7 +75,7 @@ def train_module(recipe: Recipe, out: Path, smoke: bool, progress) -> dict[str, 
     return metrics
 
 
-def _build(entry: str, config: dict[str, Any], search: Path):
+def build_checked(entry: str, config: dict[str, Any], search: Path):
     """build_module, with an exception raised by the entry point itself (a config it rejects) as one sentence."""
     try:
         return build_module(entry, config, search)
@@ -142,8 +142,17 @@ def batches(examples: list, batch_size: int, rng: random.Random) -> list[list]:
     return out
 
 
-def fit_module(module, examples: list, settings: Training, progress) -> list[dict[str, float]]:
-    """Train MODULE in place (cross-entropy, AdamW, linear warmup then decay); the logged losses."""
+def classifier_loss(module, batch: list, settings: Training):
+    """Cross-entropy of a text classifier on one batch of (token ids, label)."""
+    import torch
+
+    ids, mask, labels = pad_batch(batch)
+    return torch.nn.functional.cross_entropy(module(ids, mask), labels)
+
+
+def fit_module(module, examples: list, settings: Training, progress, step_loss=classifier_loss) -> list[dict[str, float]]:
+    """Train MODULE in place (STEP_LOSS(module, batch, settings), AdamW, linear warmup then decay); the logged
+    losses. Batches group EXAMPLES of similar length (their first item's length)."""
     import torch
 
     rng = random.Random(settings.seed)
@@ -157,8 +166,7 @@ def fit_module(module, examples: list, settings: Training, progress) -> list[dic
     step, running, seen, logged = 0, 0.0, 0, []
     while step < total:
         for batch in batches(examples, settings.batch_size, rng):
-            ids, mask, labels = pad_batch(batch)
-            loss = torch.nn.functional.cross_entropy(module(ids, mask), labels)
+            loss = step_loss(module, batch, settings)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -188,8 +196,10 @@ def accuracy_of(module, examples: list, batch_size: int) -> float:
     return right / max(1, len(examples))
 
 
-def save_module_dir(out: Path, module, tok, record: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Write the module dir OUT in one step: MODULE_FILE, safetensors weights, tokenizer.json, training.json."""
+def save_module_dir(out: Path, module, tok, record: dict[str, Any], metrics: dict[str, Any],
+                    extra: dict[str, str] | None = None) -> None:
+    """Write the module dir OUT in one step: MODULE_FILE, safetensors weights, tokenizer.json, training.json,
+    and EXTRA (file name -> text, such as the evaluation pairs of a translation module)."""
     from safetensors.torch import save_file
 
     with atomic_dir(out, marker="training.json") as tmp:
@@ -198,3 +208,5 @@ def save_module_dir(out: Path, module, tok, record: dict[str, Any], metrics: dic
         tok.save(str(tmp / TOKENIZER_FILE))
         (tmp / MODULE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         (tmp / "training.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")

@@ -32,6 +32,7 @@ class Split:
     text: str = "sentence"
     label: str | None = None  # None: unlabelled (pretraining text)
     limit: int | None = None
+    target: str | None = None  # text2text-generation: the column holding each text's target text
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Training:
     logging_steps: int = 50
     save_steps: int = 500
     mlm_probability: float = 0.15  # pretraining only
+    label_smoothing: float = 0.0  # text2text modules: cross-entropy label smoothing
 
     def check(self, where: str) -> None:
         positive = {"max_length": self.max_length, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
@@ -77,12 +79,15 @@ class Training:
                 raise RecipeError(f"{where}: {key} must be positive, got {value}.")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise RecipeError(f"{where}: set epochs > 0 or max_steps > 0.")
+        if not 0 <= self.label_smoothing < 1:
+            raise RecipeError(f"{where}: label_smoothing must be in [0, 1), got {self.label_smoothing}.")
 
 
 @dataclass
 class Data:
     train: Split
     dev: Split | None = None
+    test: Split | None = None  # text2text-generation: scored once at the end of training
     held_out: float = 0.05  # text-generation without a dev split: this share of the text's end is held out
 
 
@@ -224,6 +229,11 @@ def load_recipe(path: str | Path) -> Recipe:
         for split in (recipe.data.train, recipe.data.dev):
             if split is not None and split.label is None:
                 raise RecipeError(f"{where}: the {split.path} split needs a 'label' column for a classifier.")
+    if recipe.task == "text2text-generation" and recipe.train is not None:
+        for split in (recipe.data.train, recipe.data.dev, recipe.data.test):
+            if split is not None and split.target is None:
+                raise RecipeError(f"{where}: the {split.path} split needs a 'target' column for text2text-generation "
+                                  "(such as target = \"iso\").")
     if recipe.source.architecture and recipe.pretrain is None and recipe.train is None:
         raise RecipeError(f"{where}: a model from scratch needs [pretrain] or [train]; otherwise it is random.")
     return recipe

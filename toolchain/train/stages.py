@@ -157,6 +157,8 @@ def causal_lm(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progres
 STAGES: dict[str, Any] = {
     "text-classification": finetune,
     "text-generation": causal_lm,
+    "text2text-generation": Unsupported("encoder-decoders train as a [model] module (models/transformer-seq2seq.toml, "
+                                         "models/lstm-seq2seq.toml); Hugging Face T5/BART/Marian export as they are"),
     "feature-extraction": Unsupported("embedding recipes export a pretrained sentence encoder as it is (models/minilm.toml); "
                                       "finetune it for a task such as text-classification instead"),
 }

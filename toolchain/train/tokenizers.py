@@ -72,3 +72,24 @@ def plain_wordpiece(texts: list[str], vocab: int, max_length: int):
     tok.enable_truncation(max_length=max_length)
     tok.enable_padding(pad_id=tok.token_to_id(PAD), pad_token=PAD)
     return tok
+
+
+BOS, EOS, SEQ_UNK = "[BOS]", "[EOS]", "[UNK]"  # with PAD: ids 0, 1, 2, 3 of seq2seq_bpe
+
+
+def seq2seq_bpe(texts: list[str], vocab: int, max_length: int):
+    """A bare `tokenizers.Tokenizer` shared by the source and the target of a translation module
+    (toolchain/train/seq2seq_stage.py): NFKC and lowercase, BPE over Metaspace words with every digit its
+    own token (so numbers and dates never become one opaque token, and an unseen date is made of seen
+    pieces), "text [EOS]" for sources, [PAD] [BOS] [EOS] [UNK] = ids 0..3. Decoding with Metaspace gives
+    back spacing exactly ("2026-11-25", "2026年11月25日")."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=SEQ_UNK))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True)])
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab, special_tokens=[PAD, BOS, EOS, SEQ_UNK]))
+    tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))])
+    tok.enable_truncation(max_length=max_length)
+    return tok

@@ -18,11 +18,15 @@ from toolchain.artifact.atomic import writing
 from toolchain.export.source import import_optional
 from toolchain.train.fit import checkpoints_dir
 from toolchain.train.module_stage import train_module
+from toolchain.train.seq2seq_stage import train_seq2seq
 from toolchain.train.recipe import Recipe, RecipeError, load_recipe
 from toolchain.runtime.tasks import Unsupported
 from toolchain.train.stages import HELD_OUT, STAGES, pretrain
 
-__all__ = ["HELD_OUT", "STAGES", "TrainResult", "default_out", "train"]
+__all__ = ["HELD_OUT", "MODULE_STAGES", "STAGES", "TrainResult", "default_out", "train"]
+
+# The stage per task for a recipe's own nn.Module ([model] module = "pkg.mod:build").
+MODULE_STAGES: dict[str, Any] = {"text-classification": train_module, "text2text-generation": train_seq2seq}
 
 
 @dataclass
@@ -49,7 +53,10 @@ def train(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
     # A full disk or read-only --out, in the checkpoints or the final save, is one sentence, not a traceback.
     with writing(out, in_place=False, also=(checkpoints_dir(out), pre_out, checkpoints_dir(pre_out))):
         if recipe.model is not None:  # a user's own nn.Module ([model] module = "pkg.mod:build")
-            metrics["finetune"] = train_module(recipe, out, smoke, progress)
+            if recipe.task not in MODULE_STAGES:
+                raise RecipeError(f"{recipe.path}: [model] recipes train {' or '.join(MODULE_STAGES)} modules, not "
+                                  f"{recipe.task!r}; set task to one of those.")
+            metrics["finetune"] = MODULE_STAGES[recipe.task](recipe, out, smoke, progress)
             return TrainResult(out, metrics)
         if recipe.pretrain is not None:
             base, metrics["pretrain"] = pretrain(recipe, pre_out, smoke, progress)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from toolchain.data.metrics import char_error_rate
 from toolchain.data.texts import TextSet
 from toolchain.runtime.errors import ToolchainError
 from toolchain.runtime.manifest import REFERENCE_VARIANT, Manifest
@@ -111,9 +112,33 @@ def _lm_positions(model, texts: list[str], window: int = 128) -> np.ndarray:
     return np.concatenate(rows)
 
 
+def _translate_gate(ref: np.ndarray, got: np.ndarray, data: TextSet, max_drop: float) -> GateResult:
+    """Encoder-decoders (outputs are strings): exact match against the targets may drop by at most max_drop
+    (character error rate reported beside it); without targets, agreement with fp32's outputs."""
+    n = len(ref)
+    agreement = float(np.mean([a == b for a, b in zip(ref, got)])) if n else 1.0
+    metrics: dict[str, Any] = {"agreement": agreement, "texts": n}
+    if data.targets is None:
+        passed = bool(sum(a != b for a, b in zip(ref, got)) / max(1, n) <= max_drop)
+        metrics["required_agreement"] = 1 - max_drop
+        return GateResult(metrics, passed, f"output agreement with fp32 {agreement:.4f} (>= {1 - max_drop:.4f}); no targets")
+    targets = data.targets[:n]
+    right_ref = sum(a == t for a, t in zip(ref, targets))
+    right_got = sum(a == t for a, t in zip(got, targets))
+    drop = (right_ref - right_got) / max(1, n)
+    cer, cer_ref = char_error_rate(list(got), targets), char_error_rate(list(ref), targets)
+    metrics.update({"exact_match": right_got / max(1, n), "fp32_exact_match": right_ref / max(1, n), "exact_match_drop": drop,
+                    "cer": cer, "fp32_cer": cer_ref, "max_drop": max_drop})
+    return GateResult(metrics, bool(drop <= max_drop),
+                      f"exact match {right_got / max(1, n):.4f} vs fp32 {right_ref / max(1, n):.4f} (drop {drop:+.4f}, "
+                      f"budget {max_drop:.4f}), CER {cer:.4f} vs {cer_ref:.4f}, agreement {agreement:.4f}")
+
+
 register(Gate("feature-extraction", 0.005, _embed_gate, lambda model, data: model.embed(data.texts)))
 register(Gate("text-classification", 0.01, _classify_gate, lambda model, data: model.scores(data.texts)))
 register(Gate("text-generation", 0.02, _generate_gate, lambda model, data: _lm_positions(model, data.texts)))
+register(Gate("text2text-generation", 0.01, _translate_gate,
+              lambda model, data: np.array(model.translate(data.texts), dtype=object)))
 
 
 def gate_for(task: str) -> Gate:

@@ -38,6 +38,7 @@ class Plan:
     keep: str = "fp32"  # how the excluded layers are stored: a key of KEEP
     calib: TextSet | None = None
     artifact: Path | None = None
+    components: tuple[str, ...] = (MODEL,)  # the graphs this plan quantizes; the others stay fp32
 
 
 # How layers kept off activation quantization are stored: fp32, or int8 weights (block-wise, weight-only)
@@ -214,8 +215,23 @@ class QuantizeReport:
     fp32_p50_ms: float | None = None
 
 
-def candidates(spec: Mode, src: Path) -> list[Plan]:
-    """Every plan MODE tries: the ladder of layers kept off quantization x the ways to store them."""
+def component_ladder(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """A variant of several graphs (encoder + decoder): every graph quantized first, then one graph at a
+    time, the last first (a decoder runs once per output token: where quantization saves the most), the
+    others kept in fp32."""
+    ladder = [("every component quantized", tuple(names))]
+    for name in reversed(names):
+        kept = ", ".join(n for n in names if n != name)
+        ladder.append((f"{name} quantized ({kept} kept in fp32)", (name,)))
+    return ladder
+
+
+def candidates(spec: Mode, src: dict[str, Path]) -> list[Plan]:
+    """Every plan MODE tries: the ladder of layers kept off quantization x the ways to store them; for a
+    variant of several graphs, the ladder of components (component_ladder)."""
+    if len(src) > 1:
+        return [Plan(label, components=names) for label, names in component_ladder(list(src))]
+    (src,) = src.values()
     plans = []
     for label, exclude in exclusion_ladder(src) if spec.ladder else [("as converted", [])]:
         for keep in spec.keeps if exclude else ("fp32",):
@@ -242,14 +258,17 @@ def quantize(
     spec = MODES[mode]
     root = Path(artifact)
     manifest = read_manifest(root)
-    src = manifest.verify(REFERENCE_VARIANT)
+    src = manifest.verify_components(REFERENCE_VARIANT)
+    if len(src) > 1 and spec.name == "int8-static":
+        raise ToolchainError(f"int8-static calibrates one graph's inputs and {root} has {', '.join(src)}; use "
+                             "--mode int8-dynamic for encoder-decoders.")
     preset = preset_for(target)
     data = read_texts(calib, limit=limit)
     progress(f"{mode} for target {preset.target} (per-channel {preset.per_channel}, reduce-range {preset.reduce_range}); "
              f"gate on {len(data.texts)} texts from {data.path}")
     work = Path(tempfile.mkdtemp(prefix=f".{spec.variant}.tmp-{os.getpid()}-", dir=root))
     try:
-        src = link_into(src, work)  # onnxruntime's quantizer writes NAME-inferred.onnx beside its input
+        src = {c: link_into(p, work) for c, p in src.items()}  # the quantizer writes NAME-inferred.onnx beside its input
         scratch = copy.deepcopy(manifest)
         tried = _try_candidates(spec, src, work, scratch, preset, data, max_drop, progress)
         passed = [t for t in tried if t["passed"]]
@@ -263,7 +282,9 @@ def quantize(
                 "reduce_range": preset.reduce_range, "plan": best["plan"], "kept_nodes": best["fp32_nodes"],
                 "kept_as": best["keep"], "tried": [_row(t) for t in tried]}},
         }
-        add_variant(root, spec.variant, work / f"{best['name'].split('~')[1]}.onnx", entry)
+        fp32 = manifest.variant(REFERENCE_VARIANT).components  # components left in fp32 share its files
+        add_variant(root, spec.variant, {c: p if c in best["quantized"] else root / fp32[c].file
+                                         for c, p in best["files"].items()}, entry)
         if passed:  # so that variant="auto" ranks it at once; `toolchain bench` refines it
             record_latency(root, {REFERENCE_VARIANT: timings[REFERENCE_VARIANT], spec.variant: timings[best["name"]]})
     finally:
@@ -273,22 +294,28 @@ def quantize(
                           best.get("p50_ms"), timings.get(REFERENCE_VARIANT, {}).get("p50_ms"))
 
 
-def _try_candidates(spec: Mode, src: Path, work: Path, scratch: Manifest, preset: Preset, data: TextSet,
+def _try_candidates(spec: Mode, src: dict[str, Path], work: Path, scratch: Manifest, preset: Preset, data: TextSet,
                     max_drop: float | None, progress: Callable[[str], None]) -> list[dict[str, Any]]:
     """Build every candidate plan into WORK and gate it against fp32 (listed in SCRATCH, a copy of the manifest)."""
     root, reference, tried = scratch.root, None, []
     for n, plan in enumerate(candidates(spec, src)):
         name = f"{spec.variant}~{n}"
-        candidate = work / f"{n}.onnx"
         progress(f"building {spec.variant}: {plan.label}")
         plan.calib, plan.artifact = data, root
-        _build(spec, src, candidate, preset, plan)
-        scratch.variants[name] = Variant(name, precision=spec.precision,
-                                         components={MODEL: Component.of(root, str(candidate.relative_to(root)))})
+        files = {}
+        for component, path in src.items():  # a component the plan does not quantize stays the fp32 graph
+            files[component] = work / (f"{n}.onnx" if component == MODEL else f"{n}.{component}.onnx")
+            if component in plan.components:
+                _build(spec, path, files[component], preset, plan)
+            else:
+                files[component] = path
+        scratch.variants[name] = Variant(name, precision=spec.precision, components={
+            c: Component.of(root, str(p.relative_to(root))) for c, p in files.items()})
         result, reference = judge(scratch, name, data, max_drop, reference)
         progress(f"  {'passed' if result.passed else 'missed'}: {result.summary}")
         tried.append({"name": name, "plan": plan.label, "fp32_nodes": plan.exclude, "keep": plan.keep,
-                      "passed": result.passed, "bytes": candidate.stat().st_size, "result": result, **_brief(result)})
+                      "passed": result.passed, "bytes": sum(p.stat().st_size for p in files.values()),
+                      "files": files, "quantized": plan.components, "result": result, **_brief(result)})
     return tried
 
 
@@ -309,7 +336,7 @@ def _choose(scratch: Manifest, spec: Mode, tried: list[dict[str, Any]],
 
 
 def _row(t: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in t.items() if k not in ("result", "name", "fp32_nodes")}
+    return {k: v for k, v in t.items() if k not in ("result", "name", "fp32_nodes", "files", "quantized")}
 
 
 def _build(spec: Mode, src: Path, dst: Path, preset: Preset, plan: Plan) -> None:
@@ -332,10 +359,12 @@ def _build(spec: Mode, src: Path, dst: Path, preset: Preset, plan: Plan) -> None
 
 
 def _brief(result: GateResult) -> dict[str, Any]:
-    keep = ("mean_cosine", "min_cosine", "accuracy", "accuracy_drop", "agreement")
+    keep = ("mean_cosine", "min_cosine", "accuracy", "accuracy_drop", "agreement", "exact_match", "exact_match_drop")
     return {k: round(v, 5) for k, v in result.metrics.items() if k in keep}
 
 
 def _score(result: GateResult) -> float:
     m = result.metrics
-    return m.get("mean_cosine", 0) + m.get("min_cosine", 0) if "mean_cosine" in m else -m.get("accuracy_drop", 1 - m.get("agreement", 0))
+    if "mean_cosine" in m:
+        return m.get("mean_cosine", 0) + m.get("min_cosine", 0)
+    return -m.get("accuracy_drop", m.get("exact_match_drop", 1 - m.get("agreement", 0)))

@@ -1,8 +1,7 @@
 """One tab per task: ``TABS`` maps a task name (a key of ``toolchain.runtime.tasks.TASKS``) to its Tab.
 
-The one place a task's page plugs in: a "translation" or "image-to-text" tab is one module here plus
-one entry below (their endpoints: /translate, /caption; the image one takes uploads up to
-MAX_FILE_SIZE). A task with no entry is listed in the page header as having no tab yet.
+The one place a task's page plugs in: a tab is one module here plus one entry below (translate.py
+serves /translate; an "image-to-text" tab would serve /caption and take uploads up to MAX_FILE_SIZE). A task with no entry is listed in the page header as having no tab yet.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any, Callable
 
 from toolchain.runtime import Model
 from toolchain.serve.context import COMPARE_RUNS, Artifact, Ctx
-from toolchain.serve.tabs import classify, embed, generate
+from toolchain.serve.tabs import classify, embed, generate, translate
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,7 @@ TABS: dict[str, Tab] = {
     classify.TASK: Tab("Sentiment", "classify", classify.build, classify.compare_one),
     embed.TASK: Tab("Similarity", "embed", embed.build, embed.compare_one),
     generate.TASK: Tab("Generation", "generate", generate.build, generate.compare_one, compare_runs=1),
+    translate.TASK: Tab("Translation", "translate", translate.build, translate.compare_one, compare_runs=1),
 }
 
 __all__ = ["TABS", "Tab"]

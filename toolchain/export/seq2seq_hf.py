@@ -1,0 +1,296 @@
+"""Hugging Face encoder-decoders (T5, BART, Marian, mBART, ...) exported by optimum, rewritten to the two-graph
+contract of runtime/seq2seq_io.py.
+
+optimum's ``main_export(task="text2text-generation-with-past", no_post_process=True)`` writes three graphs:
+``encoder_model.onnx`` (input_ids, attention_mask -> last_hidden_state), ``decoder_model.onnx`` (the first step:
+takes encoder_hidden_states, returns logits and every layer's self- and cross-attention cache) and
+``decoder_with_past_model.onnx`` (a later step: takes the caches ``past_key_values.{i}.{decoder,encoder}.{key,value}``,
+returns logits and the grown self-attention cache ``present.{i}.decoder.*``). The rewrite:
+
+- **encoder**: optimum's encoder plus the cross-attention key/value projections cut out of ``decoder_model.onnx``
+  (every node the ``present.{i}.encoder.*`` outputs depend on), fed by ``last_hidden_state``. Its outputs are
+  only ``cross.{i}.key`` / ``cross.{i}.value`` (batch, heads, source, head_dim): per the contract, non-state
+  outputs the runtime feeds to every decoder step unchanged, so the cross K/V are computed once per call.
+- **decoder**: ``decoder_with_past_model.onnx`` with its caches renamed: the self-attention cache is the state
+  ``past.{i}.decoder.*`` -> ``present.{i}.decoder.*`` (axis ``past_sequence``; the first step's empty cache
+  makes it compute what optimum's no-past decoder computes), the cross cache inputs become ``cross.{i}.*``;
+  ``input_ids`` is (batch, 1) and ``logits`` (batch, 1, vocab) is cut to (batch, vocab).
+No If node (optimum's merged decoder) is needed, and no step recomputes the cross-attention projections.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from toolchain.export.source import import_optional
+from toolchain.runtime import seq2seq_io as io
+from toolchain.runtime.checks import first_line
+from toolchain.runtime.errors import ExportError
+
+TASK = "text2text-generation-with-past"
+OPTIMUM_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+CROSS = "cross."
+_CACHE = re.compile(r"^past_key_values\.(\d+)\.(decoder|encoder)\.(key|value)$")
+_PREFIX = "cross/"  # the cross-attention nodes moved into the encoder graph are renamed under this prefix
+_OUT_OF_STEP = {"encoder_hidden_states", "input_ids", "encoder_attention_mask"}  # what those nodes may read
+# optimum's axis names -> the contract's (runtime/seq2seq_io.py); the decoder's one-token axis is fixed at 1
+AXES = {"batch_size": io.BATCH_AXIS, "encoder_sequence_length": io.SOURCE_AXIS,
+        "past_decoder_sequence_length": io.PAST_AXIS,
+        "past_decoder_sequence_length + decoder_sequence_length": io.PAST_AXIS + " + 1",
+        "decoder_sequence_length": 1, "1": 1}
+TWO_GB = 2_000_000_000
+
+
+def export_hf_seq2seq(model_dir: Path, into: Path, opset: int | None = None,
+                      trust_remote_code: bool = False) -> dict[str, Path]:
+    """Export the transformers encoder-decoder in MODEL_DIR with optimum and rewrite its graphs to the contract:
+    writes INTO/encoder.onnx and INTO/decoder.onnx and returns {"encoder": path, "decoder": path}."""
+    model_dir, into = Path(model_dir), Path(into)
+    _require_seq2seq(model_dir, trust_remote_code)
+    onnx = import_optional("onnx")
+    into.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="optimum-seq2seq-") as tmp:
+        work = Path(tmp)
+        _run_optimum(model_dir, work, opset, trust_remote_code)
+        encoder, first, step = (onnx.load(str(work / name)) for name in OPTIMUM_FILES)
+    name = model_dir.name
+    paths = {io.ENCODER: into / f"{io.ENCODER}.onnx", io.DECODER: into / f"{io.DECODER}.onnx"}
+    _save(encoder_graph(encoder, first, name), paths[io.ENCODER], name)
+    _save(decoder_graph(step, name), paths[io.DECODER], name)
+    return paths
+
+
+def _require_seq2seq(model_dir: Path, trust_remote_code: bool) -> None:
+    """Refuse, before optimum runs, a model that is not a transformers encoder-decoder."""
+    transformers = import_optional("transformers")
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ExportError(f"{model_dir.name} has no readable config.json ({first_line(exc)}); point at a saved "
+                          "transformers model directory.") from None
+    if not getattr(config, "is_encoder_decoder", False):
+        raise ExportError(f"{model_dir.name} is a {config.model_type} model, not an encoder-decoder; export it for "
+                          "its own task (feature-extraction, text-classification or text-generation), not "
+                          "text2text-generation.")
+
+
+def _run_optimum(model_dir: Path, work: Path, opset: int | None, trust_remote_code: bool) -> None:
+    """optimum writes encoder_model.onnx, decoder_model.onnx and decoder_with_past_model.onnx into WORK
+    (no_post_process: no merged decoder, which the rewrite does not use)."""
+    onnx_exporter = import_optional("optimum.exporters.onnx")
+    try:
+        with warnings.catch_warnings():  # tracer chatter; the caller's parity check is what tells a bad graph
+            warnings.simplefilter("ignore")
+            onnx_exporter.main_export(
+                str(model_dir), output=str(work), task=TASK, opset=opset, do_validation=False,
+                no_post_process=True, library_name="transformers", device="cpu", trust_remote_code=trust_remote_code,
+            )
+    except (ValueError, KeyError, OSError, RuntimeError, NotImplementedError, TypeError) as exc:
+        raise ExportError(f"optimum could not export {model_dir.name} for {TASK}: {first_line(exc)}; check that "
+                          "optimum supports this model type, or export it another way.") from None
+    missing = [name for name in OPTIMUM_FILES if not (work / name).is_file()]
+    if missing:
+        raise ExportError(f"optimum wrote no {', '.join(missing)} for {model_dir.name}; only encoder-decoders that "
+                          f"optimum exports with a key/value cache ({TASK}) are supported.")
+
+
+def encoder_graph(encoder: Any, first: Any, name: str) -> Any:
+    """optimum's encoder plus the cross-attention K/V nodes of its first-step decoder FIRST, with outputs
+    ``cross.{i}.key`` / ``cross.{i}.value`` only."""
+    graph = encoder.graph
+    inputs = {v.name for v in graph.input}
+    if inputs != {io.SOURCE_IDS, io.SOURCE_MASK} or [o.name for o in graph.output] != ["last_hidden_state"]:
+        raise ExportError(f"{name}'s encoder maps {sorted(inputs)} to {[o.name for o in graph.output]}, not "
+                          "input_ids and attention_mask to last_hidden_state; only text encoder-decoders are supported.")
+    wanted = {o.name: _cross_name(o.name) for o in first.graph.output if ".encoder." in o.name}
+    if not wanted:
+        raise ExportError(f"{name}'s decoder returns no cross-attention cache; export a model with cross-attention.")
+    nodes, initializers, reads = _ancestors(first.graph, set(wanted))
+    if not reads <= _OUT_OF_STEP:
+        raise ExportError(f"{name}'s cross-attention cache depends on {sorted(reads - _OUT_OF_STEP)}; this model's "
+                          "decoder cannot be split this way.")
+    onnx = import_optional("onnx")
+    # the cut nodes read the decoder's input_ids and encoder_attention_mask for their shapes (batch) only:
+    # give them the source's first column (batch, 1), the shape of a first step's input_ids, and the source mask
+    ints = onnx.helper.make_tensor
+    slice_args = [ints(_PREFIX + arg, onnx.TensorProto.INT64, [1], [v]) for arg, v in
+                  (("start", 0), ("end", 1), ("axis", 1))]
+    first_ids = onnx.helper.make_node("Slice", [io.SOURCE_IDS] + [t.name for t in slice_args], [_PREFIX + "input_ids"],
+                                      name=_PREFIX + "first_ids")
+    mapping = {"encoder_hidden_states": "last_hidden_state", "input_ids": _PREFIX + "input_ids",
+               "encoder_attention_mask": io.SOURCE_MASK}
+    for node in nodes:
+        for out in node.output:
+            mapping.setdefault(out, wanted.get(out, _PREFIX + out))
+        node.name = _PREFIX + node.name
+    for init in initializers:
+        mapping[init.name] = init.name = _PREFIX + init.name
+    _rename(nodes, mapping)
+    graph.node.extend([first_ids, *nodes])
+    graph.initializer.extend(slice_args + initializers)
+    outputs = [o for o in first.graph.output if o.name in wanted]
+    for out in outputs:
+        out.name = wanted[out.name]
+    del graph.output[:]
+    graph.output.extend(outputs)
+    _merge_opsets(encoder, first)
+    _rename_axes(graph)
+    return encoder
+
+
+def decoder_graph(step: Any, name: str) -> Any:
+    """optimum's decoder-with-past as the contract's one-step decoder: the state past.{i}.decoder.* ->
+    present.{i}.decoder.*, the inputs cross.{i}.*, and logits (batch, vocab)."""
+    graph = step.graph
+    mapping = {}
+    for value in graph.input:
+        match = _CACHE.match(value.name)
+        if match:
+            layer, side, kind = match.groups()
+            mapping[value.name] = (f"{io.PAST}{layer}.decoder.{kind}" if side == "decoder"
+                                   else f"{CROSS}{layer}.{kind}")
+    expected = {io.STEP_IDS, io.MEMORY_MASK, *mapping}
+    if {v.name for v in graph.input} != expected or not mapping:
+        raise ExportError(f"{name}'s decoder-with-past takes {sorted(v.name for v in graph.input)}, not input_ids, "
+                          "encoder_attention_mask and past_key_values.*; this model's cache layout is not supported.")
+    for value in graph.input:
+        value.name = mapping.get(value.name, value.name)
+    _rename(graph.node, mapping)
+    outputs = {o.name for o in graph.output}
+    lacking = [p for p in mapping.values() if p.startswith(io.PAST) and io.present_name(p) not in outputs]
+    if lacking or io.LOGITS not in outputs:
+        raise ExportError(f"{name}'s decoder-with-past returns no {(lacking or [io.LOGITS])[0]}; this model's cache "
+                          "layout is not supported.")
+    _last_step_logits(graph)
+    _rename_axes(graph)
+    return step
+
+
+def _cross_name(present: str) -> str:
+    """``present.3.encoder.key`` -> ``cross.3.key``."""
+    layer, _, kind = present[len(io.PRESENT):].split(".")
+    return f"{CROSS}{layer}.{kind}"
+
+
+def _node_reads(node: Any) -> list[str]:
+    """The names NODE reads, including those its subgraphs (If/Loop bodies) read from the outer scope."""
+    names = [x for x in node.input if x]
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for inner in sub.node:
+                names.extend(_node_reads(inner))
+    return names
+
+
+def _ancestors(graph: Any, outputs: set[str]) -> tuple[list, list, set[str]]:
+    """Copies of the nodes and initializers that OUTPUTS depend on (in graph order), and the graph inputs read."""
+    producer = {out: node for node in graph.node for out in node.output}
+    initializers = {init.name: init for init in graph.initializer}
+    inputs = {v.name for v in graph.input}
+    seen, needed_nodes, reads, stack = set(), set(), set(), list(outputs)
+    while stack:
+        value = stack.pop()
+        if value in seen:
+            continue
+        seen.add(value)
+        if value in inputs:
+            reads.add(value)
+        elif value in producer:
+            needed_nodes.add(id(producer[value]))
+            stack.extend(_node_reads(producer[value]))
+
+    def copy(proto):
+        out = type(proto)()
+        out.CopyFrom(proto)
+        return out
+
+    nodes = [copy(n) for n in graph.node if id(n) in needed_nodes]
+    return nodes, [copy(initializers[v]) for v in sorted(seen) if v in initializers], reads
+
+
+def _rename(nodes: Any, mapping: dict[str, str]) -> None:
+    """Rename the values NODES read and write (and their subgraphs' outer-scope reads) by MAPPING."""
+    for node in nodes:
+        for i, value in enumerate(node.input):
+            node.input[i] = mapping.get(value, value)
+        for i, value in enumerate(node.output):
+            node.output[i] = mapping.get(value, value)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _rename(sub.node, mapping)
+
+
+def _last_step_logits(graph: Any) -> None:
+    """``logits`` (batch, 1, vocab) -> (batch, vocab): the producer writes ``logits/step``, a Gather (index 0 on
+    axis 1, any opset) writes ``logits``."""
+    onnx = import_optional("onnx")
+    inner = "logits/step"
+    _rename(graph.node, {io.LOGITS: inner})
+    index = onnx.helper.make_tensor("logits/index", onnx.TensorProto.INT64, [], [0])
+    graph.initializer.append(index)
+    graph.node.append(onnx.helper.make_node("Gather", [inner, index.name], [io.LOGITS], axis=1, name="logits/last"))
+    out = next(o for o in graph.output if o.name == io.LOGITS)
+    dims = out.type.tensor_type.shape.dim
+    del dims[1]
+
+
+def _rename_axes(graph: Any) -> None:
+    """optimum's axis names on the graph's inputs and outputs -> the contract's (AXES)."""
+    for value in list(graph.input) + list(graph.output):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in AXES:
+                new = AXES[dim.dim_param]
+                if isinstance(new, int):
+                    dim.dim_value = new
+                else:
+                    dim.dim_param = new
+
+
+def _merge_opsets(into: Any, other: Any) -> None:
+    """Import in INTO every opset domain OTHER uses (the highest version of each)."""
+    versions = {o.domain: o.version for o in into.opset_import}
+    for o in other.opset_import:
+        if o.version > versions.get(o.domain, -1):
+            versions[o.domain] = o.version
+    del into.opset_import[:]
+    onnx = import_optional("onnx")
+    into.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in versions.items())
+
+
+def _save(model: Any, path: Path, name: str) -> None:
+    """Check MODEL and write it to PATH (weights in PATH.data when over 2 GB)."""
+    onnx = import_optional("onnx")
+    big = sum(len(t.raw_data) for t in model.graph.initializer) > TWO_GB
+    try:
+        onnx.save_model(model, str(path), save_as_external_data=big, all_tensors_to_one_file=True,
+                        location=path.name + ".data")
+        onnx.checker.check_model(str(path))
+    except (ValueError, OSError, onnx.checker.ValidationError) as exc:
+        raise ExportError(f"the rewritten {path.name} of {name} is not a valid ONNX graph ({first_line(exc)}); "
+                          "report it with the model's config.") from None
+
+
+def decoder_start_and_eos(config: Any) -> tuple[int, list[int]]:
+    """The decoder start token and the EOS ids of a transformers encoder-decoder CONFIG (or its generation config),
+    for the manifest: decoder_start_token_id, else bos_token_id (what generate() falls back to), else pad_token_id
+    (what T5/Marian-style models start from)."""
+    def first(*names: str) -> Any:
+        for attr in names:
+            value = getattr(config, attr, None)
+            if value is not None:
+                return value
+        return None
+
+    start = first("decoder_start_token_id", "bos_token_id", "pad_token_id")
+    eos = first("eos_token_id")
+    if start is None or eos is None:
+        what = "decoder_start_token_id" if start is None else "eos_token_id"
+        raise ExportError(f"the {getattr(config, 'model_type', 'model')} config sets no {what}; set it in the "
+                          "model's config.json or generation_config.json.")
+    eos = [eos] if isinstance(eos, int) else list(eos)
+    start = start[0] if isinstance(start, (list, tuple)) else start
+    return int(start), list(dict.fromkeys(int(e) for e in eos))

@@ -1,0 +1,396 @@
+"""The decoding loop of an encoder-decoder artifact (the two graphs of runtime/seq2seq_io.py): greedy and beam search.
+
+The encoder runs once per call. The decoder then runs once per output token through IO binding, with every
+buffer allocated once per call and bound by pointer:
+
+- per ``past.<x>`` state, two flat buffers sized for the call's maximum (rows x the state's fixed dims, and
+  on a ``past_sequence`` axis its first length plus max_new_tokens). ONNX Runtime reads the past from one
+  and writes the present into the other (a view of the buffer's head with the present's shape), and the
+  two swap each step. Beam search reorders rows by gathering the present's rows into the other buffer
+  (``np.take(..., out=...)``) instead of swapping: no state is allocated or copied out per step.
+- the step's ``input_ids`` (rows, 1), written in place each step; the encoder's non-state outputs and its
+  attention mask, expanded to the decoder's rows once per call; the logits (rows, vocab).
+
+The buffers are host memory. On CUDA that stays correct, and ONNX Runtime copies the bound inputs to the
+device and the outputs back on each step (a cost a device-resident cache would avoid; beam reordering
+would then need a gather on the device).
+
+Nothing is kept on the loop object between calls: each call builds its own ``DecoderRun``, so one
+``Seq2Seq`` serves many threads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from .checks import check_int, finite, show
+from .errors import ArtifactError, InputError
+from .seq2seq_io import LOGITS, MEMORY_MASK, PAST, PAST_AXIS, SOURCE_IDS, SOURCE_MASK, STEP_IDS, present_name
+
+MAX_BEAMS = 64
+DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+          "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+FIX = "re-export the artifact so its encoder and decoder keep the contract of runtime/seq2seq_io.py"
+
+
+@dataclass
+class Search:
+    """How to decode: greedy (beam_size 1) or beam search; checks itself (the vocabulary bound: Seq2Seq.check)."""
+
+    max_new_tokens: int = 64
+    beam_size: int = 1
+    length_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.max_new_tokens = check_int("max_new_tokens", self.max_new_tokens, 1,
+                                        "pass how many tokens to generate at most, such as 64")
+        self.beam_size = check_int("beam_size", self.beam_size, 1,
+                                   "pass 1 for greedy decoding or a beam width such as 4")
+        lp = finite(self.length_penalty)
+        if lp is None:
+            raise InputError(f"length_penalty must be a finite number: pass 1.0 (the default) or a value such as 0.6, "
+                             f"got {show(self.length_penalty)}.")
+        self.length_penalty = lp
+
+
+@dataclass(frozen=True)
+class State:
+    """One ``past.<x>`` state: its decoder input, dtype and dims, the index of its growing axis, and whether
+    the encoder gives its first value (else it starts as zeros, empty on its growing axis)."""
+
+    past: str
+    dtype: Any
+    dims: tuple[Any, ...]
+    grows: int | None
+    from_encoder: bool
+
+    @property
+    def present(self) -> str:
+        return present_name(self.past)
+
+
+def _dtype(arg: Any, what: str) -> Any:
+    if arg.type not in DTYPES:
+        raise ArtifactError(f"{what} {arg.name!r} has type {arg.type}, which the runtime does not bind; {FIX}.")
+    return DTYPES[arg.type]
+
+
+class Seq2Seq:
+    """The two sessions and what their graphs say; ``greedy_steps()``, ``decode()`` and ``first_logits()``."""
+
+    def __init__(self, encoder: Any, decoder: Any, bos: int, eos: tuple[int, ...], vocab: int, device: str = "cpu"):
+        """VOCAB: the tokenizer's size, used only when the graph leaves the logits' last dim unnamed."""
+        self.encoder, self.decoder, self.device = encoder, decoder, device
+        self.bos, self.eos = int(bos), tuple(int(e) for e in eos)
+        enc_in = {i.name for i in encoder.get_inputs()}
+        if enc_in != {SOURCE_IDS, SOURCE_MASK}:
+            raise ArtifactError(f"the encoder takes {sorted(enc_in)}, not {SOURCE_IDS} and {SOURCE_MASK}; {FIX}.")
+        enc_out = [o.name for o in encoder.get_outputs()]
+        dec_in = {i.name: i for i in decoder.get_inputs()}
+        dec_out = {o.name: o for o in decoder.get_outputs()}
+        for name in (STEP_IDS, MEMORY_MASK, *(n for n in enc_out if not n.startswith(PAST))):
+            if name not in dec_in:
+                raise ArtifactError(f"the decoder does not take the input {name!r}; {FIX}.")
+        if LOGITS not in dec_out:
+            raise ArtifactError(f"the decoder has no output {LOGITS!r}; {FIX}.")
+        self.encoder_outputs, self.memory = enc_out, [n for n in enc_out if not n.startswith(PAST)]
+        self.states = [self._state(dec_in[n], dec_out, n in enc_out) for n in dec_in if n.startswith(PAST)]
+        taken = {STEP_IDS, MEMORY_MASK, *self.memory, *(s.past for s in self.states)}
+        stray = sorted(set(dec_in) - taken) + sorted(n for n in enc_out if n.startswith(PAST) and n not in dec_in)
+        if stray:
+            raise ArtifactError(f"{stray[0]!r} is neither a decoder input the encoder provides nor a state; {FIX}.")
+        logits = dec_out[LOGITS]
+        self.logits_type = _dtype(logits, "the decoder output")
+        last = logits.shape[-1] if logits.shape else None
+        self.vocab = int(last) if isinstance(last, int) and last > 0 else int(vocab)
+
+    @staticmethod
+    def _state(arg: Any, outputs: dict[str, Any], from_encoder: bool) -> State:
+        if present_name(arg.name) not in outputs:
+            raise ArtifactError(f"the decoder takes {arg.name!r} but has no output {present_name(arg.name)!r}; {FIX}.")
+        dims = tuple(arg.shape)
+        grows = dims.index(PAST_AXIS) if PAST_AXIS in dims else None
+        if not from_encoder and not all(isinstance(d, int) for i, d in enumerate(dims) if i not in (0, grows)):
+            raise ArtifactError(f"the decoder state {arg.name!r} has dims {list(dims)}: a state the encoder does not "
+                                f"give must have fixed dims besides batch and {PAST_AXIS}; {FIX}.")
+        return State(arg.name, _dtype(arg, "the decoder input"), dims, grows, from_encoder)
+
+    def check(self, search: Search) -> Search:
+        """SEARCH, or InputError when its beam is wider than this model allows."""
+        limit = min(MAX_BEAMS, self.vocab)
+        if search.beam_size > limit:
+            raise InputError(f"beam_size must be at most {limit} (the smaller of {MAX_BEAMS} and the vocabulary's "
+                             f"{self.vocab} tokens): pass a beam width such as 4, got {search.beam_size}.")
+        return search
+
+    def run_encoder(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The encoder's outputs by name (run once per call)."""
+        outs = self.encoder.run(self.encoder_outputs, {SOURCE_IDS: ids, SOURCE_MASK: mask})
+        return dict(zip(self.encoder_outputs, outs))
+
+    def first_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The first step's logits (rows, vocab) from the start token: a warm-up and a parity probe."""
+        run = DecoderRun(self, self.run_encoder(ids, mask), mask, np.arange(len(ids)), 1)
+        return run.step(np.full(len(ids), self.bos, np.int64)).copy()
+
+    # -- the loops ------------------------------------------------------------------------------------
+    def greedy_steps(self, ids: np.ndarray, mask: np.ndarray, max_new: int) -> Iterator[np.ndarray]:
+        """Yield each step's tokens (rows,), EOS included; a row that has finished yields -1. Stops when
+        every row has finished or after MAX_NEW steps."""
+        rows = ids.shape[0]
+        run = DecoderRun(self, self.run_encoder(ids, mask), mask, np.arange(rows), max_new)
+        tokens = np.full(rows, self.bos, np.int64)
+        live = np.ones(rows, dtype=bool)
+        for _ in range(max_new):
+            out = run.step(tokens).argmax(axis=1)
+            out[~live] = -1
+            yield out
+            live &= ~np.isin(out, self.eos)
+            if not live.any():
+                return
+            tokens = np.where(live, out, self.eos[0])
+
+    def decode(self, ids: np.ndarray, mask: np.ndarray, search: Search) -> list[list[int]]:
+        """Generated ids per row (without the start token and EOS): greedy, or beam search (BeamSearch)."""
+        self.check(search)
+        if search.beam_size == 1:
+            out: list[list[int]] = [[] for _ in range(len(ids))]
+            for tokens in self.greedy_steps(ids, mask, search.max_new_tokens):
+                for row, token in enumerate(tokens.tolist()):
+                    if token >= 0 and token not in self.eos:
+                        out[row].append(token)
+            return out
+        batch, beams = ids.shape[0], search.beam_size
+        # Rows: batch x beams beam rows (source b's beams at b*beams ...), then one greedy row per source.
+        origin = np.concatenate([np.repeat(np.arange(batch), beams), np.arange(batch)])
+        run = DecoderRun(self, self.run_encoder(ids, mask), mask, origin, search.max_new_tokens)
+        state = BeamSearch(batch, search, self.eos, self.vocab)
+        tokens = np.full(len(origin), self.bos, np.int64)
+        for step in range(search.max_new_tokens):
+            logits = run.step(tokens)
+            src, tokens = state.advance(step, logits)
+            if state.finished:
+                break
+            run.reorder(src)
+        return state.best()
+
+
+class DecoderRun:
+    """One call's decoder: its IO binding and every buffer, allocated once (see the module's docstring)."""
+
+    def __init__(self, loop: Seq2Seq, encoded: dict[str, np.ndarray], mask: np.ndarray, origin: np.ndarray,
+                 max_new: int):
+        """ORIGIN: the source row of each decoder row (beam search repeats a source once per beam)."""
+        self.loop, self.rows = loop, len(origin)
+        self.binding = loop.decoder.io_binding()
+        identity = np.array_equal(origin, np.arange(len(mask)))
+
+        def rows_of(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(a) if identity else np.ascontiguousarray(a[origin])
+
+        self.tokens = np.empty((self.rows, 1), dtype=np.int64)  # written in place each step
+        self.kept = [self.tokens, rows_of(np.asarray(mask, dtype=np.int64))]  # bound by pointer: kept alive
+        self._bind(True, STEP_IDS, self.tokens)
+        self._bind(True, MEMORY_MASK, self.kept[1])
+        for name in loop.memory:
+            self.kept.append(rows_of(encoded[name]))
+            self._bind(True, name, self.kept[-1])
+        self.logits = np.empty((self.rows, loop.vocab), dtype=loop.logits_type)
+        self._bind(False, LOGITS, self.logits)
+        self.shapes, self.buffers, self.turn = [], [], 0
+        for st in loop.states:
+            first = rows_of(encoded[st.past]) if st.from_encoder else None
+            shape = list(first.shape) if first is not None else [self.rows, *st.dims[1:]]
+            if st.grows is not None and first is None:
+                shape[st.grows] = 0
+            top = list(shape)
+            if st.grows is not None:
+                top[st.grows] += max_new
+            size = int(np.prod(top))
+            pair = (np.empty(size, dtype=st.dtype), np.empty(size, dtype=st.dtype))
+            if first is not None:
+                pair[0][: first.size] = first.astype(st.dtype, copy=False).ravel()
+            else:
+                pair[0][: int(np.prod(shape))] = 0
+            self.shapes.append(shape)
+            self.buffers.append(pair)
+
+    def _bind(self, is_input: bool, name: str, arr: np.ndarray) -> None:
+        bind = self.binding.bind_input if is_input else self.binding.bind_output
+        bind(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+
+    def _grown(self, st: State, shape: list[int]) -> list[int]:
+        if st.grows is None:
+            return shape
+        out = list(shape)
+        out[st.grows] += 1
+        return out
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """Run one decoder step on TOKENS (rows,); return the logits buffer (rows, vocab), valid until the next step."""
+        self.tokens[:, 0] = tokens
+        grown = [self._grown(st, shape) for st, shape in zip(self.loop.states, self.shapes)]
+        for st, shape, new, pair in zip(self.loop.states, self.shapes, grown, self.buffers):
+            read, write = pair[self.turn], pair[1 - self.turn]
+            self.binding.bind_input(st.past, "cpu", 0, read.dtype, shape, read.ctypes.data)
+            self.binding.bind_output(st.present, "cpu", 0, write.dtype, new, write.ctypes.data)
+        self.loop.decoder.run_with_iobinding(self.binding)
+        if self.loop.device != "cpu":
+            self.binding.synchronize_outputs()
+        self.shapes, self.turn = grown, 1 - self.turn
+        return self.logits
+
+    def reorder(self, src: np.ndarray) -> None:
+        """Make row i of every state the present's row SRC[i]: gathered into the other buffer, which becomes
+        the past (no allocation: np.take writes into a view of the preallocated buffer)."""
+        for shape, pair in zip(self.shapes, self.buffers):
+            size = int(np.prod(shape))
+            now, other = pair[self.turn][:size].reshape(shape), pair[1 - self.turn][:size].reshape(shape)
+            np.take(now, src, axis=0, out=other, mode="clip")  # mode="raise" would buffer the output
+        self.turn = 1 - self.turn
+
+
+def log_softmax(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Log-probabilities of LOGITS (rows, vocab) written into OUT (float32, same shape), no (rows, vocab) temporary."""
+    top = logits.max(axis=1, keepdims=True).astype(np.float32)
+    np.subtract(logits, top, out=out)
+    np.exp(out, out=out)
+    total = out.sum(axis=1, keepdims=True)
+    np.subtract(logits, top + np.log(total), out=out)
+    return out
+
+
+def top_candidates(flat: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The N best entries of each row of FLAT: (indices, values), best first, ties to the lower index (as
+    argmax breaks them), also at the cut, where argpartition alone would keep an arbitrary one of equals."""
+    kth = np.partition(flat, -n, axis=1)[:, -n]
+    idx = np.empty((flat.shape[0], n), dtype=np.int64)
+    for r, (row, cut) in enumerate(zip(flat, kth)):
+        above = np.flatnonzero(row > cut)  # fewer than n: cut is the n-th largest
+        idx[r] = np.concatenate([above, np.flatnonzero(row == cut)[: n - len(above)]])
+    vals = np.take_along_axis(flat, idx, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")  # equals stay in index order, as gathered
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+class BeamSearch:
+    """Beam search bookkeeping for BATCH sources, with Hugging Face's scoring and stopping rule, plus the greedy
+    path of each source run alongside as a candidate.
+
+    Each step every live beam is extended by every token; per source the best 2*beams candidates are read in
+    order: one ending in EOS becomes a finished hypothesis (only when it ranks within the top ``beams``),
+    the others fill the next beams. A hypothesis scores ``sum of token log-probabilities / length **
+    length_penalty`` (length: generated tokens, its EOS included). A source is done when it holds ``beams``
+    finished hypotheses and none of its live beams could beat the worst of them at its current length
+    (Hugging Face's early_stopping=False heuristic; a source whose other beams never end runs to the limit);
+    at max_new_tokens the live beams join the hypotheses.
+
+    Plain beam search can return a sequence that scores worse than greedy decoding (the greedy prefix may fall
+    out of the beam). So one extra decoder row per source follows the greedy path, scored the same way, and
+    the best of all candidates is returned: the result never scores below greedy decoding on the model's own
+    (length-penalised) score. The cost: one decoder row per source more than beam_size, run until both its
+    beams and its greedy path are done."""
+
+    def __init__(self, batch: int, search: Search, eos: tuple[int, ...], vocab: int):
+        self.batch, self.beams, self.vocab, self.eos = batch, search.beam_size, vocab, eos
+        self.penalty, self.max_new = search.length_penalty, search.max_new_tokens
+        beams, steps = self.beams, self.max_new
+        self.scores = np.full((batch, beams), -np.inf, dtype=np.float32)
+        self.scores[:, 0] = 0.0  # the first step extends one beam: the copies would only repeat it
+        self.picked = np.zeros((steps, batch, beams), dtype=np.int64)  # token of beam k after step t
+        self.parents = np.zeros((steps, batch, beams), dtype=np.int64)  # the beam at step t-1 it extends
+        self.hyps: list[list[tuple[float, int, int]]] = [[] for _ in range(batch)]  # (score, eos step, parent)
+        self.done = np.zeros(batch, dtype=bool)
+        self.greedy = np.zeros((batch, steps), dtype=np.int64)
+        self.greedy_sum = np.zeros(batch, dtype=np.float32)
+        self.greedy_len = np.zeros(batch, dtype=np.int64)
+        self.greedy_live = np.ones(batch, dtype=bool)
+        self.work = np.empty((batch * (beams + 1), vocab), dtype=np.float32)
+        self.steps = 0
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.done.all() and not self.greedy_live.any())
+
+    def advance(self, step: int, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Take one step's logits (rows, vocab); return (the source row of each next row, the next tokens)."""
+        batch, beams, vocab = self.batch, self.beams, self.vocab
+        logp = log_softmax(logits, self.work)
+        self._greedy(step, logits[batch * beams:], logp[batch * beams:])
+        cand = logp[: batch * beams]
+        cand += self.scores.reshape(-1, 1)
+        np.fmax(cand, -np.inf, out=cand)  # a NaN (a broken graph's logits) ranks last instead of anywhere
+        idx, vals = top_candidates(cand.reshape(batch, beams * vocab), min(2 * beams, beams * vocab))
+        for b in range(batch):
+            self._row(step, b, idx[b], vals[b])
+        self.steps = step + 1
+        src = np.concatenate([(np.arange(batch)[:, None] * beams + self.parents[step]).ravel(),
+                              np.arange(batch * beams, batch * (beams + 1))])
+        greedy_next = np.where(self.greedy_live, self.greedy[:, step], self.eos[0])
+        return src, np.concatenate([self.picked[step].ravel(), greedy_next])
+
+    def _greedy(self, step: int, logits: np.ndarray, logp: np.ndarray) -> None:
+        tokens = logits.argmax(axis=1)
+        for b in np.flatnonzero(self.greedy_live):
+            token = int(tokens[b])
+            self.greedy[b, step] = token
+            self.greedy_sum[b] += logp[b, token]
+            self.greedy_len[b] += 1
+            self.greedy_live[b] = token not in self.eos
+
+    def _row(self, step: int, b: int, idx: np.ndarray, vals: np.ndarray) -> None:
+        """Source B's next beams from its candidates IDX (flat beam*vocab+token) and their scores VALS, best first."""
+        picked, parents = self.picked[step, b], self.parents[step, b]
+        if self.done[b]:
+            picked[:], parents[:] = self.eos[0], np.arange(self.beams)
+            return
+        chosen = 0
+        for rank, (j, score) in enumerate(zip(idx.tolist(), vals.tolist())):
+            if score == -math.inf or chosen == self.beams:
+                break
+            parent, token = divmod(j, self.vocab)
+            if token in self.eos:
+                if rank < self.beams:
+                    self._add(b, score, step + 1, step, parent)
+                continue
+            picked[chosen], parents[chosen], self.scores[b, chosen] = token, parent, score
+            chosen += 1
+        picked[chosen:], parents[chosen:], self.scores[b, chosen:] = self.eos[0], 0, -np.inf
+        best = self.scores[b, 0]
+        hyps = self.hyps[b]
+        self.done[b] = chosen == 0 or (len(hyps) == self.beams and
+                                       hyps[-1][0] >= float(best) / (step + 1) ** self.penalty)
+
+    def _add(self, b: int, total: float, length: int, step: int, parent: int) -> None:
+        """A finished hypothesis of source B: its tokens end at STEP, extending beam PARENT of the step before."""
+        hyps = self.hyps[b]
+        hyps.append((float(total) / length ** self.penalty, step, parent))
+        hyps.sort(key=lambda h: -h[0])
+        del hyps[self.beams:]
+
+    def _tokens(self, b: int, last: int, k: int) -> list[int]:
+        """The tokens of beam K of source B after step LAST, followed back through its parents."""
+        out = []
+        for t in range(last, -1, -1):
+            out.append(int(self.picked[t, b, k]))
+            k = int(self.parents[t, b, k])
+        return out[::-1]
+
+    def best(self) -> list[list[int]]:
+        """Per source, the ids of the best-scoring candidate (beam hypotheses, live beams at the limit, and the
+        greedy path), without EOS."""
+        out = []
+        for b in range(self.batch):
+            cands = [(s, self._tokens(b, t - 1, k)) for s, t, k in self.hyps[b]]
+            if not self.done[b]:  # cut at the limit: live beams count as they are
+                cands += [(float(s) / self.steps ** self.penalty, self._tokens(b, self.steps - 1, k))
+                          for k, s in enumerate(self.scores[b]) if s > -np.inf]
+            length = int(self.greedy_len[b])
+            greedy = [int(t) for t in self.greedy[b, :length] if int(t) not in self.eos]
+            cands.append((float(self.greedy_sum[b]) / length ** self.penalty, greedy))
+            out.append(max(cands, key=lambda c: c[0])[1])  # max keeps the first of equals: a beam before greedy
+        return out
