@@ -245,3 +245,19 @@ def classifier_recipe(model: object = "x", train: object = "train.tsv", text_col
              "[data.train]", f'path = "{train}"', *(['text = "sentence"'] if text_column else []), 'label = "label"',
              "[train]", *(f"{k} = {v!r}" for k, v in settings.items())]
     return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq(tmp_path_factory):
+    """(model dir, exported text2text-generation artifact dir) of a tiny BART built from its config."""
+    import sys
+
+    from toolchain.export.core import export
+
+    sys.path.insert(0, str(Path(__file__).parent / "export"))
+    import tiny_seq2seq_hf
+
+    src = tiny_seq2seq_hf.build("bart", tmp_path_factory.mktemp("s2s") / "bart")
+    art = tmp_path_factory.mktemp("s2sart") / "bart"
+    export(src, art, task="text2text-generation")
+    return src, art

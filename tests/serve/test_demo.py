@@ -226,3 +226,36 @@ def test_generate_bad_input_and_compare(generation):
     a, b, summary = client.predict("ROMEO:", "fp32", "fp32", api_name="/compare")
     assert a["output"]["continuation"] == b["output"]["continuation"] and "the same output" in summary
     assert a["provider"] == "cpu" and a["latency_ms"] > 0
+
+
+@pytest.fixture(scope="module")
+def translation(tiny_seq2seq):
+    from toolchain.serve.app import demo
+
+    _, art = tiny_seq2seq
+    app = demo([art], port=free_port(), block=False, progress=lambda m: None)
+    try:
+        yield art, gradio_client.Client(app.local_url, verbose=False)
+    finally:
+        app.close()
+
+
+def test_translate_serves_the_runtimes_output(translation):
+    from toolchain.runtime import load
+
+    art, client = translation
+    assert "/translate" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for beams in (1, 3):
+        expected = load(art).translate("the plot", max_new_tokens=6, beam_size=beams)
+        text, message = client.predict("the plot", 6, beams, api_name="/translate")
+        assert text == expected and text and "on **cpu**" in message
+
+
+def test_translate_bad_input_and_compare(translation):
+    _, client = translation
+    text, message = client.predict("   ", api_name="/translate")
+    assert text == "" and message.startswith("⚠️") and "empty" in message
+    with pytest.raises(Exception, match="less than minimum value 1"):  # the slider's own check, before the runtime
+        client.predict("the plot", 6, 0, api_name="/translate")
+    a, b, summary = client.predict("the plot", "fp32", "fp32", api_name="/compare")
+    assert a["output"]["translation"] == b["output"]["translation"] and "the same output" in summary
