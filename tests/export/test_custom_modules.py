@@ -38,7 +38,7 @@ def exported(tmp_path_factory):
         if arch not in made:
             src = tiny.write_module_dir(root / f"{arch}-src", f"build_{arch}")
             made[arch] = (src, root / f"{arch}-art")
-            export(src, made[arch][1])
+            export(src, made[arch][1], trust_remote_code=True)
         return made[arch]
 
     return get
@@ -86,7 +86,7 @@ def test_export_parity_and_runtime(exported, arch):
 def test_module_reading_padding_fails_parity(tmp_path):
     src = tiny.write_module_dir(tmp_path / "src", "build_reads_padding", weights_from="build_gru")
     with pytest.raises(ParityError, match="a padded batch differs from each item alone"):
-        export(src, tmp_path / "art")
+        export(src, tmp_path / "art", trust_remote_code=True)
     assert not (tmp_path / "art").exists()
 
 
@@ -122,7 +122,7 @@ def test_wrong_graph_fails_parity(exported, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch_export, "run_dynamo", shifted)
     with pytest.raises(ParityError, match=r"max \|onnx - torch\| = 0\.05"):
-        export(src, tmp_path / "art")
+        export(src, tmp_path / "art", trust_remote_code=True)
     assert not (tmp_path / "art").exists()
 
 
@@ -133,7 +133,7 @@ def test_torchscript_fallback_is_recorded(exported, tmp_path, monkeypatch):
         raise RuntimeError("dynamo cannot trace this")
 
     monkeypatch.setattr(torch_export, "run_dynamo", no_dynamo)
-    manifest = export(src, tmp_path / "art")
+    manifest = export(src, tmp_path / "art", trust_remote_code=True)
     assert (manifest["exporter"], manifest["exporter_method"]) == ("torch", "torchscript")
     assert manifest["exporter_fallback"] == "dynamo: dynamo cannot trace this"
     assert read_manifest(tmp_path / "art").exporter_info.method == "torchscript"
@@ -152,7 +152,7 @@ def test_dynamo_graph_with_a_fixed_axis_falls_back(exported, tmp_path, monkeypat
         return real(module, fixed, *args)
 
     monkeypatch.setattr(torch_export, "run_dynamo", static)
-    manifest = export(src, tmp_path / "art")
+    manifest = export(src, tmp_path / "art", trust_remote_code=True)
     assert manifest["exporter_method"] == "torchscript"
     assert manifest["exporter_fallback"].startswith("dynamo: the graph fixed dynamic axes to the example's sizes: "
                                                     "input_ids axis 0 (batch) = 2, input_ids axis 1 (sequence) = 5")
@@ -167,9 +167,9 @@ def test_dynamo_graph_with_a_fixed_axis_falls_back(exported, tmp_path, monkeypat
 def test_bad_entry_points(tmp_path, builder, match, capsys):
     src = tiny.write_module_dir(tmp_path / "src", builder, weights_from="build_gru")
     with pytest.raises(ToolchainError, match=match) as info:
-        export(src, tmp_path / "art")
+        export(src, tmp_path / "art", trust_remote_code=True)
     assert "\n" not in str(info.value) and str(info.value).endswith(".")
-    assert main(["export", str(src), "--out", str(tmp_path / "art")]) == EXIT_USER_ERROR
+    assert main(["export", str(src), "--out", str(tmp_path / "art"), "--trust-remote-code"]) == EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(re.findall(match, err)) == 1
     assert not (tmp_path / "art").exists()
@@ -180,7 +180,7 @@ def test_labels_must_name_every_class(tmp_path):
     record = json.loads((src / MODULE_FILE).read_text())
     (src / MODULE_FILE).write_text(json.dumps({**record, "labels": ["only-one"]}))
     with pytest.raises(SourceError, match=r"names labels \['only-one'\] for a module with 2 classes; write one label"):
-        export(src, tmp_path / "art")
+        export(src, tmp_path / "art", trust_remote_code=True)
     assert not (tmp_path / "art").exists()
 
 
@@ -189,21 +189,22 @@ def test_entry_point_that_cannot_be_imported(tmp_path):
     record = json.loads((src / MODULE_FILE).read_text())
     (src / MODULE_FILE).write_text(json.dumps({**record, "entry": "no_such_package_xyz.models:build"}))
     with pytest.raises(SourceError, match="'no_such_package_xyz.models:build' cannot be imported"):
-        export(src, tmp_path / "art")
+        export(src, tmp_path / "art", trust_remote_code=True)
     assert not (tmp_path / "art").exists()
 
 
 def test_task_must_agree_and_pickles_are_refused(exported, tmp_path):
     src, _ = exported("gru")
-    assert resolve(src).kind == "module" and resolve(src).task == "text-classification"
+    assert resolve(src, trust_remote_code=True).kind == "module"
+    assert resolve(src, trust_remote_code=True).task == "text-classification"
     with pytest.raises(SourceError, match="trained for 'text-classification', not 'feature-extraction'; pass --task"):
-        export(src, tmp_path / "art", task="feature-extraction")
+        export(src, tmp_path / "art", task="feature-extraction", trust_remote_code=True)
     pickled = tmp_path / "pickled"
     shutil.copytree(src, pickled)
     (pickled / WEIGHTS_FILE).unlink()
     (pickled / "model.pt").write_bytes(b"a pickle, never loaded")
     with pytest.raises(SourceError, match="only in pickle format"):
-        export(pickled, tmp_path / "art")
+        export(pickled, tmp_path / "art", trust_remote_code=True)
     assert not (tmp_path / "art").exists()
 
 
@@ -215,7 +216,7 @@ def test_quantize_and_validate_rebuild_the_module(exported, tmp_path, monkeypatc
     built = []
     real = ModuleReference.__init__
     monkeypatch.setattr(ModuleReference, "__init__", lambda self, *a, **k: (built.append(a), real(self, *a, **k))[1])
-    assert main(["validate", str(art)]) == 0
+    assert main(["validate", str(art), "--trust-remote-code"]) == 0
     assert built and Path(built[0][0]) == Path(read_manifest(art).source.path)
     assert load(art, variant="int8").classify(["great"])[0]["label"] in tiny.LABELS
 
@@ -254,6 +255,24 @@ def test_readme_example_exports(tmp_path):
     save_file(module.state_dict(), str(src / WEIGHTS_FILE))
     record = module_dir_record(entry, config, "text-classification", tiny.LABELS, 32, 0, tmp_path)
     (src / MODULE_FILE).write_text(json.dumps(record), encoding="utf-8")
-    manifest = export(src, tmp_path / "art")
+    manifest = export(src, tmp_path / "art", trust_remote_code=True)
     _exported_with_torch(manifest, dynamo_only=False)
     assert manifest["variants"]["fp32"]["metrics"]["parity"]["tokens_match"]
+
+
+def test_a_module_dir_built_by_outside_code_needs_trust(tmp_path, exported):
+    """Exporting (or validating against) someone else's module dir imports and runs its Python code: refused
+    in one sentence naming the entry point unless trusted; the seed modules in this package need no flag."""
+    import json
+
+    src = tiny.write_module_dir(tmp_path / "src", "build_gru")
+    with pytest.raises(SourceError, match=r"built by its own Python code \(tiny_torch_modules:build_gru.*--trust-remote-code"):
+        export(src, tmp_path / "art")
+    assert not (tmp_path / "art").exists()
+    with pytest.raises(SourceError, match="--trust-remote-code"):
+        ModuleReference(src, "text-classification")
+    record = json.loads((src / MODULE_FILE).read_text())
+    assert resolve(src, trust_remote_code=True).remote_code
+    record["entry"] = "toolchain.train.modules.gru:build"  # this package's own code: trusted as it is
+    (src / MODULE_FILE).write_text(json.dumps(record))
+    assert not resolve(src).remote_code

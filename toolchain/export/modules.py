@@ -29,6 +29,12 @@ MODULE_FILE = "toolchain-module.json"  # {"entry", "config", "task", "labels", "
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 DTYPES = ("int64", "int32", "float32", "float16", "bool")
+TRUSTED = "toolchain."  # entry points in this package; any other is someone's own code, run only when trusted
+
+
+def runs_own_code(entry: str) -> bool:
+    """True when ENTRY is not one of this package's modules: importing it runs code from outside the toolchain."""
+    return not str(entry).startswith(TRUSTED)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from toolchain.export.modules import TOKENIZER_FILE, is_module_dir, read_module_dir, run_module
+from toolchain.export.modules import TOKENIZER_FILE, is_module_dir, read_module_dir, run_module, runs_own_code
 from toolchain.export.parity import Reference
 from toolchain.export.seq2seq_module import greedy_uncached, pad_sources
 from toolchain.runtime.errors import SourceError
@@ -34,6 +34,9 @@ class ModuleReference:
             raise SourceError(f"the PyTorch source {path} is gone; parity needs it, re-export from an existing "
                               "module dir.")
         self.dir = read_module_dir(path)
+        if runs_own_code(self.dir.entry) and not trust_remote_code:
+            raise SourceError(f"the PyTorch source {path} is built by its own Python code ({self.dir.entry}); pass "
+                              "--trust-remote-code only if you trust its authors.")
         if self.dir.task != task:
             raise SourceError(f"{path} was trained for {self.dir.task!r}, not {task!r}; pass --task {self.dir.task} "
                               "or leave --task out.")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from toolchain.export.modules import is_module_dir, read_module_dir
+from toolchain.export.modules import is_module_dir, read_module_dir, runs_own_code
 from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import SourceError
 from toolchain.runtime.manifest import sha256_file
@@ -80,6 +80,10 @@ def check_safe(source: Source, trust_remote_code: bool = False) -> None:
             f"{source.path} holds weights only in pickle format ({', '.join(pickles)}), which can run code when "
             "loaded; convert them to safetensors (model.save_pretrained(dir, safe_serialization=True)) and pass that directory."
         )
+    if source.remote_code and not trust_remote_code and source.kind == "module":
+        raise SourceError(
+            f"{source.name} is built by its own Python code ({read_module_dir(source.path).entry}, imported to export "
+            "it); pass --trust-remote-code only if you trust its authors.")
     if source.remote_code and not trust_remote_code:
         raise SourceError(
             f"{source.name} needs its own Python code to load (config.json has an auto_map for a model_type "
@@ -136,7 +140,8 @@ def read_json(path: Path) -> Any:
 
 def _from_dir(name: str, path: Path) -> Source:
     if is_module_dir(path):  # trained by `toolchain train` from a recipe's [model] module = "pkg.mod:build"
-        return Source(name, path, "module", task=read_module_dir(path).task)
+        d = read_module_dir(path)
+        return Source(name, path, "module", task=d.task, remote_code=runs_own_code(d.entry))
     modules = path / "modules.json"
     if not modules.is_file():
         if not (path / "config.json").is_file():

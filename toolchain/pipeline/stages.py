@@ -44,11 +44,12 @@ def build(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
 
     model, steps["train"] = train_stage(recipe, out, smoke, retrain, progress)
     progress(f"[export] {model} -> {out}")
+    trust = recipe.source.trust_remote_code or recipe.model is not None  # a [model] recipe names its own code
     manifest = export(model, out, task=recipe.task, opset=recipe.export.opset, progress=progress,
-                      trust_remote_code=recipe.source.trust_remote_code)
+                      trust_remote_code=trust)
     eval_data = _eval_data(recipe, smoke, Path(model))
     calib = str(eval_data.path) if eval_data is not None else None
-    _variant_steps(recipe, out, calib, smoke, steps, progress)
+    _variant_steps(recipe, out, calib, smoke, steps, progress, trust)
     progress("[bench]")
     report = bench(out, vs_pytorch=True, progress=progress, **bench_settings(smoke, manifest["max_length"]))
     rows = _rows(out, eval_data, report)
@@ -61,7 +62,8 @@ def build(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
             "min_accuracy": fine.get("min_accuracy")}
 
 
-def _variant_steps(recipe: Recipe, out: Path, calib: str | None, smoke: bool, steps: dict[str, Any], progress) -> None:
+def _variant_steps(recipe: Recipe, out: Path, calib: str | None, smoke: bool, steps: dict[str, Any], progress,
+                   trust: bool) -> None:
     """Quantize, optimize and validate OUT as the recipe asks, each step's summary into STEPS."""
     limit = 64 if smoke else 512
     for mode in recipe.export.quantize:
@@ -73,7 +75,8 @@ def _variant_steps(recipe: Recipe, out: Path, calib: str | None, smoke: bool, st
         progress("[optimize]")
         steps["optimize"] = optimize(out, calib=calib, max_drop=recipe.gate.max_drop, progress=progress)
     progress("[validate] parity against PyTorch for exact variants, the gate for quantized ones")
-    checks = validate(out, variants=[n for n, v in read_manifest(out).variants.items() if v.passed])
+    checks = validate(out, variants=[n for n, v in read_manifest(out).variants.items() if v.passed],
+                      trust_remote_code=trust)
     steps["validate"] = [c.__dict__ for c in checks]
 
 
