@@ -1,27 +1,48 @@
 """Bench: latency, throughput, peak memory and size per variant, against PyTorch eager on the same ids.
 
-The stage's entry, ``bench()``: it checks the settings, runs the encoder or the decoder bench (each engine
-in its own spawned child, see harness.py) and writes JSON, a PNG chart and the manifest's ``latency``
-entries, which ``load(variant="auto")`` reads to pick the fastest passed variant. Never imports torch.
+The stage's entry, ``bench()``: it checks the settings, runs the bench for the artifact's runtime method
+(``BENCHES``: the decoder bench for generate, the encoder-decoder bench for translate, the encoder bench for
+every other; each engine in its own spawned child, see harness.py) and writes JSON, a PNG chart and the
+manifest's ``latency`` entries, which ``load(variant="auto")`` reads to pick the fastest passed variant.
+Never imports torch.
 
-Modules, bottom to top: harness (child processes, timing, statistics) < settings < cuda < encoder, decoder
-< measure (quick A/B for quantize and optimize) < report (JSON, chart, table, manifest records) < core.
+Modules, bottom to top: harness (child processes, timing, statistics) < settings < cuda < encoder, decoder,
+seq2seq < measure (quick A/B for quantize and optimize) < report (JSON, chart, table, manifest records) < core.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import toolchain.bench.cuda as cuda_bench
+import toolchain.bench.seq2seq as seq2seq_bench
 from toolchain.bench.decoder import bench_generate, compare_engines
 from toolchain.bench.encoder import bench_encoder
 from toolchain.bench.measure import measure_variants, record_latency
-from toolchain.bench.report import build_report, format_table, write_chart, write_outputs
+from toolchain.bench.report import build_report, write_chart, write_outputs
+from toolchain.bench.report import format_table as format_rows
 from toolchain.bench.settings import Settings, check_settings, positive_ints, task_of
 from toolchain.runtime.manifest import Manifest, read_manifest
 from toolchain.runtime.providers import CudaOptions
 
-__all__ = ["Settings", "bench", "format_table", "measure_variants", "record_latency", "write_chart"]
+__all__ = ["BENCHES", "Settings", "bench", "format_table", "measure_variants", "record_latency", "write_chart"]
+
+
+@dataclass
+class Request:
+    """What the caller of bench() asked for, before it is checked against the artifact."""
+
+    variants: Any
+    batches: Any
+    seqs: Any
+    provider: str
+    vs_pytorch: bool
+    real: bool
+    runs: Any
+    threads: Any
+    progress: Callable[[str], None]
+    cuda: dict[str, Any] | None
 
 
 def bench(artifact, variants=None, batches=(1, 8, 32), seqs=(16, 128), provider="cpu", vs_pytorch=True,
@@ -29,36 +50,64 @@ def bench(artifact, variants=None, batches=(1, 8, 32), seqs=(16, 128), provider=
           cuda=None) -> dict:
     """Measure every (or the named) variant of ARTIFACT at each batch x seq and write JSON, chart and manifest.
 
-    provider="cuda" refuses at once where CUDA cannot start, and adds PyTorch fp16 eager on the GPU;
-    cuda: CudaOptions or a dict of its fields (device_id, gpu_mem_limit, ...)."""
+    Decoders and encoder-decoders are measured at each batch only (seqs does not apply: they generate up to a
+    fixed number of new tokens). provider="cuda" refuses at once where CUDA cannot start, and adds PyTorch
+    fp16 eager on the GPU; cuda: CudaOptions or a dict of its fields (device_id, gpu_mem_limit, ...)."""
     manifest = read_manifest(artifact)
     cuda = CudaOptions.coerce(cuda).to_dict()
     if provider == "cuda":
         cuda_bench.require_cuda(cuda)
-    if task_of(manifest).method == "generate":
-        return _bench_decoder(manifest, variants, batches, provider, runs, threads, vs_pytorch, json_path, chart_path,
-                              progress, cuda)
-    settings = check_settings(manifest, variants, batches, seqs, provider, runs, threads)
-    rows, notes = bench_encoder(manifest, settings, vs_pytorch, real, progress, cuda)
-    report = build_report(manifest, settings, rows, notes)
+    request = Request(variants, batches, seqs, provider, vs_pytorch, real, runs, threads, progress, cuda)
+    run = BENCHES.get(task_of(manifest).method, _bench_encoder)
+    report, settings = run(manifest, request)
     write_outputs(report, settings, json_path, chart_path)
     return report
 
 
-def _bench_decoder(manifest: Manifest, variants, batches, provider, runs, threads, vs_pytorch, json_path, chart_path,
-                   progress, cuda: dict[str, Any] | None = None) -> dict:
+def format_table(report: dict) -> str:
+    """The report as a plain-text table (encoder-decoder reports have their own columns)."""
+    return seq2seq_bench.format_table(report) if report.get("method") == "translate" else format_rows(report)
+
+
+def _bench_encoder(manifest: Manifest, r: Request) -> tuple[dict, Settings]:
+    """Encoders: p50/p95 per batch x seq, and the real-sentences scenario."""
+    settings = check_settings(manifest, r.variants, r.batches, r.seqs, r.provider, r.runs, r.threads)
+    rows, notes = bench_encoder(manifest, settings, r.vs_pytorch, r.real, r.progress, r.cuda)
+    return build_report(manifest, settings, rows, notes), settings
+
+
+def _bench_decoder(manifest: Manifest, r: Request) -> tuple[dict, Settings]:
     """Decoders: ms per generated token, tokens/s and time to first token (batch 1 and 8 by default)."""
-    batches = tuple(b for b in positive_ints("batches", batches, "1,8") if b <= 64) or (1,)
-    settings = check_settings(manifest, variants, batches, (1,), provider, runs, threads)
+    batches = tuple(b for b in positive_ints("batches", r.batches, "1,8") if b <= 64) or (1,)
+    settings = check_settings(manifest, r.variants, batches, (1,), r.provider, r.runs, r.threads)
     new = min(64, manifest.max_length // 2)
-    rows = bench_generate(manifest, settings.variants, batches, provider, runs, settings.torch_threads, vs_pytorch,
-                          new_tokens=new, progress=progress, cuda=cuda)
-    notes = [f"{n}: {r['error']}" for n, r in rows.items() if "error" in r]
-    rows = {n: r for n, r in rows.items() if "error" not in r}
+    rows = bench_generate(manifest, settings.variants, batches, r.provider, r.runs, settings.torch_threads,
+                          r.vs_pytorch, new_tokens=new, progress=r.progress, cuda=r.cuda)
+    notes = [f"{n}: {row['error']}" for n, row in rows.items() if "error" in row]
+    rows = {n: row for n, row in rows.items() if "error" not in row}
     compare_engines(rows)
     settings.shapes = [(b, new) for b in batches]
     report = build_report(manifest, settings, rows, notes)
     report["reference_shape"] = {"batch": batches[0], "seq": new}
     report["unit"] = f"ms per decode step (one token for each of the batch rows; greedy, {new} new tokens)"
-    write_outputs(report, settings, json_path, chart_path)
-    return report
+    return report, settings
+
+
+def _bench_translate(manifest: Manifest, r: Request) -> tuple[dict, Settings]:
+    """Encoder-decoders: greedy translate() per batch: ms per sentence at batch 1, sentences/s, ms per output
+    token, against PyTorch greedy decoding (and optimum for transformers sources)."""
+    batches = positive_ints("batches", r.batches, "1,8")
+    settings = check_settings(manifest, r.variants, batches, (1,), r.provider, r.runs, r.threads)
+    rows, notes = seq2seq_bench.bench_translate(manifest, settings.variants, batches, r.provider, r.runs,
+                                                settings.torch_threads, r.vs_pytorch, r.progress, r.cuda)
+    settings.shapes = [(b, seq2seq_bench.new_tokens(manifest)) for b in batches]
+    report = build_report(manifest, settings, rows, notes)
+    report.update(seq2seq_bench.report_fields(manifest, batches))
+    return report, settings
+
+
+# The bench for each runtime method (tasks.py); every other method gets the encoder bench.
+BENCHES: dict[str, Callable[[Manifest, Request], tuple[dict, Settings]]] = {
+    "generate": _bench_decoder,
+    "translate": _bench_translate,
+}
