@@ -31,7 +31,10 @@ def test_every_training_recipe_smoke_trains_loads_and_exports(path, tmp_path):
     out = result.model_dir
     assert (out / "model.safetensors").is_file() and (out / "training.json").is_file()
     metrics = json.loads((out / "training.json").read_text())
-    if recipe.model is not None:  # a user's own nn.Module: a module dir (export/modules.py), not an HF model dir
+    if recipe.model is not None and recipe.task == "text2text-generation":  # an encoder-decoder module dir
+        assert read_module_dir(out).task == recipe.task and (out / "eval-pairs.tsv").is_file()
+        assert 0.0 <= metrics["dev_exact_match"] <= 1.0 and metrics["train_examples"] == 64
+    elif recipe.model is not None:  # a user's own nn.Module: a module dir (export/modules.py), not an HF model dir
         assert read_module_dir(out).labels == ["negative", "positive"]
         assert 0.0 <= metrics["dev_accuracy"] <= 1.0 and metrics["train_examples"] == 64
     elif recipe.task == "text-classification":

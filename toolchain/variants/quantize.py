@@ -226,9 +226,10 @@ def component_ladder(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
     return ladder
 
 
-def candidates(spec: Mode, src: dict[str, Path]) -> list[Plan]:
-    """Every plan MODE tries: the ladder of layers kept off quantization x the ways to store them; for a
-    variant of several graphs, the ladder of components (component_ladder)."""
+def candidates(spec: Mode, src: Path | dict[str, Path]) -> list[Plan]:
+    """Every plan MODE tries for SRC (a graph, or component -> graph): the ladder of layers kept off
+    quantization x the ways to store them; for a variant of several graphs, the ladder of components."""
+    src = src if isinstance(src, dict) else {MODEL: Path(src)}
     if len(src) > 1:
         return [Plan(label, components=names) for label, names in component_ladder(list(src))]
     (src,) = src.values()
