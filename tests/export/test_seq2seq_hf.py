@@ -14,7 +14,10 @@ import pytest
 import torch
 import transformers
 
+import onnx
+
 import tiny_seq2seq_hf as tiny
+from toolchain.export import seq2seq_fuse
 from toolchain.export.seq2seq_hf import decoder_start_and_eos, export_hf_seq2seq
 from toolchain.runtime import seq2seq_io as io
 from toolchain.runtime.errors import ExportError
@@ -165,3 +168,72 @@ def test_decoder_start_and_eos_fallbacks():
                                                  eos_token_id=[5, 6, 5])) == (3, [5, 6])
     with pytest.raises(ExportError, match="sets no eos_token_id; set it"):
         decoder_start_and_eos(SimpleNamespace(decoder_start_token_id=1, eos_token_id=None, model_type="t5"))
+
+
+def _graph(path) -> onnx.GraphProto:
+    return onnx.load(str(path)).graph
+
+
+def _attention(graph) -> list:
+    return [n for n in graph.node if n.op_type == seq2seq_fuse.FUSED_OP and n.domain == seq2seq_fuse.MS_DOMAIN]
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_every_attention_block_is_fused(exported, family):
+    """Encoder self-attention and decoder self- and cross-attention each become one MultiHeadAttention node
+    (no Softmax is left); the decoder's cache is read and written by the fused nodes, under the contract's names."""
+    _, paths = exported(family)
+    layers = tiny.LAYERS
+    encoder, decoder = _graph(paths[io.ENCODER]), _graph(paths[io.DECODER])
+    assert len(_attention(encoder)) == layers and not [n for n in encoder.node if n.op_type == "Softmax"]
+    assert len(_attention(decoder)) == 2 * layers and not [n for n in decoder.node if n.op_type == "Softmax"]
+    cached = [n for n in _attention(decoder) if len(n.input) > 6]
+    assert sorted(n.input[6] for n in cached) == [f"{io.PAST}{i}.decoder.key" for i in range(layers)]
+    assert sorted(n.output[1] for n in cached) == [f"{io.PRESENT}{i}.decoder.key" for i in range(layers)]
+    crossed = [n for n in _attention(decoder) if len(n.input) <= 6]
+    assert sorted(n.input[1] for n in crossed) == [f"cross.{i}.key" for i in range(layers)]
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_the_decoder_step_builds_no_causal_mask(exported, family):
+    """One new token sees every cached position: the causal mask (all zeros) is dropped, with the nodes that
+    built it. What stays on self-attention is T5's position bias (a Gather of its bias table), nothing on BART's."""
+    _, paths = exported(family)
+    decoder = _graph(paths[io.DECODER])
+    assert not {"ScatterND", "Greater"} & {n.op_type for n in decoder.node}
+    biases = {n.input[5] if len(n.input) > 5 else "" for n in _attention(decoder) if len(n.input) > 6}
+    assert (biases != {""}) == (family == "t5")
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_the_encoder_holds_only_the_cross_projections(exported, family):
+    """The cross-attention keys/values are cut out of the first decoder step without the decoder stream they read
+    only for its batch size: the encoder holds no second embedding table and no decoder layer, only one key and
+    one value weight per layer, and does not read a decoder token."""
+    _, paths = exported(family)
+    encoder = _graph(paths[io.ENCODER])
+    cross = {i.name: list(i.dims) for i in encoder.initializer if i.name.startswith("cross/") and len(i.dims) == 2}
+    assert len(cross) == 2 * tiny.LAYERS, sorted(cross)  # no embedding table, no decoder-layer weight
+    assert all(dims[0] == tiny.D_MODEL for dims in cross.values())  # projections of the encoder's states
+    assert not [n for n in encoder.node if n.name == "cross/first_ids"]
+
+
+def test_a_fusion_that_changes_the_outputs_is_not_kept(exported, tmp_path, monkeypatch):
+    """fuse_checked compares the fused graph with the unfused one on random feeds: a wrong fusion (here every
+    attention scaled twice) is dropped, and the export keeps the unfused graphs, which still match transformers."""
+    model_dir, _ = exported("bart")
+    fuse = seq2seq_fuse.fuse_attention
+
+    def wrong(model):
+        count = fuse(model)
+        for node in _attention(model.graph):
+            next(a for a in node.attribute if a.name == "scale").f *= 2
+        return count
+
+    monkeypatch.setattr(seq2seq_fuse, "fuse_attention", wrong)
+    paths = export_hf_seq2seq(model_dir, tmp_path / "out")
+    encoder, decoder = _graph(paths[io.ENCODER]), _graph(paths[io.DECODER])
+    assert not _attention(encoder) and not _attention(decoder)
+    assert [n for n in decoder.node if n.op_type == "Softmax"]
+    graph, note = seq2seq_fuse.fuse_checked(onnx.load(str(paths[io.DECODER])), cached=True)
+    assert not _attention(graph.graph) and note.startswith("the fused graph was not kept: logits differs by")

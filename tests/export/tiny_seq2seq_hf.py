@@ -25,7 +25,8 @@ SPECIALS = {
 # Weight scales well above the default 0.02: the random models then attend sharply and say different things at
 # each step (a decoder that ignores its state would show), with clear margins between their top two tokens.
 INIT_SCALE = {"t5": 10.0, "bart": 0.1, "marian": 0.05, "mbart": 0.5}
-SMALL = {"d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
+LAYERS, D_MODEL = 2, 32  # encoder and decoder layers, and the hidden size, of every tiny model
+SMALL = {"d_model": D_MODEL, "encoder_layers": LAYERS, "decoder_layers": LAYERS, "encoder_attention_heads": 2,
          "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "max_position_embeddings": 64}
 
 
@@ -53,8 +54,8 @@ def _config(family: str, vocab_size: int):
     import transformers
 
     if family == "t5":
-        return transformers.T5Config(vocab_size=vocab_size, d_model=32, d_kv=16, d_ff=64, num_layers=2,
-                                     num_decoder_layers=2, num_heads=2, pad_token_id=0, eos_token_id=1,
+        return transformers.T5Config(vocab_size=vocab_size, d_model=D_MODEL, d_kv=16, d_ff=64, num_layers=LAYERS,
+                                     num_decoder_layers=LAYERS, num_heads=2, pad_token_id=0, eos_token_id=1,
                                      decoder_start_token_id=0, initializer_factor=INIT_SCALE["t5"])
     if family == "marian":
         return transformers.MarianConfig(vocab_size=vocab_size, pad_token_id=2, eos_token_id=0,

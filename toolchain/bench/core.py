@@ -19,6 +19,7 @@ import toolchain.bench.cuda as cuda_bench
 import toolchain.bench.seq2seq as seq2seq_bench
 from toolchain.bench.decoder import bench_generate, compare_engines
 from toolchain.bench.encoder import bench_encoder
+from toolchain.bench.vision import bench_images
 from toolchain.bench.measure import measure_variants, record_latency
 from toolchain.bench.report import build_report, write_chart, write_outputs
 from toolchain.bench.report import format_table as format_rows
@@ -106,8 +107,16 @@ def _bench_translate(manifest: Manifest, r: Request) -> tuple[dict, Settings]:
     return report, settings
 
 
+def _bench_images(manifest: Manifest, r: Request) -> tuple[dict, Settings]:
+    """Image classifiers: p50 and images/s per batch on identical pixel values, and an end-to-end pass."""
+    settings = check_settings(manifest, r.variants, r.batches, (1,), r.provider, r.runs, r.threads)
+    rows, notes = bench_images(manifest, settings, r.vs_pytorch, r.real, r.progress, r.cuda)
+    return build_report(manifest, settings, rows, notes), settings
+
+
 # The bench for each runtime method (tasks.py); every other method gets the encoder bench.
 BENCHES: dict[str, Callable[[Manifest, Request], tuple[dict, Settings]]] = {
     "generate": _bench_decoder,
     "translate": _bench_translate,
+    "classify_image": _bench_images,
 }

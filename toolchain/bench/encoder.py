@@ -132,8 +132,11 @@ def _torch_head(out, mask, pooling: dict[str, Any] | None):
         return torch.softmax(out.double(), dim=-1)
     m = mask.unsqueeze(-1).to(out.dtype)
     mode = pooling.get("mode", "mean")
-    if mode == "cls":
-        vec = out[:, 0]
+    rows = torch.arange(out.shape[0], device=out.device)
+    if mode == "cls":  # the first and last real tokens, whichever side the padding is on (runtime/encoders.py)
+        vec = out[rows, mask.argmax(dim=1)]
+    elif mode == "last":
+        vec = out[rows, mask.shape[1] - 1 - mask.flip(1).argmax(dim=1)]
     elif mode == "max":
         vec = out.masked_fill(m == 0, torch.finfo(out.dtype).min).max(dim=1).values
     else:

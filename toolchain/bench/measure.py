@@ -54,6 +54,19 @@ def _encoder_call(manifest: Manifest, name: str, batch: int, seq: int) -> tuple[
     return seq, call
 
 
+def _image_call(manifest: Manifest, name: str, batch: int) -> tuple[int, Callable]:
+    """Image classifiers: one run on BATCH preprocessed images, timed per call."""
+    from toolchain.bench.vision import make_image_feeds
+
+    (_, feeds), = make_image_feeds(manifest, name, (batch,))
+
+    def call(model):
+        model.run_feeds(feeds)
+        return 1
+
+    return manifest.preprocess.height, call
+
+
 def measure_variants(manifest: Manifest, names: list[str], batch: int = REFERENCE_SHAPE[0],
                      seq: int = REFERENCE_SHAPE[1], runs: int = 30, provider: str = "cpu",
                      threads: int | None = None) -> dict[str, dict[str, Any]]:
@@ -64,6 +77,8 @@ def measure_variants(manifest: Manifest, names: list[str], batch: int = REFERENC
         seq, call = _decoder_call(manifest, batch)
     elif task_of(manifest).method == "translate":
         seq, call = _translate_call(manifest, batch)
+    elif task_of(manifest).method == "classify_image":
+        seq, call = _image_call(manifest, names[0], batch)
     else:
         seq, call = _encoder_call(manifest, names[0], batch, seq)
     times: dict[str, list[float]] = {n: [] for n in names}

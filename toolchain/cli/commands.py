@@ -44,7 +44,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from toolchain.export.core import export
 
     manifest = export(args.model, args.out, task=args.task, opset=args.opset, atol=args.atol, progress=_say,
-                      trust_remote_code=args.trust_remote_code, exporter=args.exporter)
+                      trust_remote_code=args.trust_remote_code, exporter=args.exporter, max_length=args.max_length)
     print(render.export_summary(manifest, args.out))
     return 0
 

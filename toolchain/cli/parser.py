@@ -74,13 +74,15 @@ EXAMPLES = {
         toolchain bench dist/minilm --provider cuda --device-id 0 --batch 32 --seq 128""",
     "export": """\
         toolchain export sentence-transformers/all-MiniLM-L6-v2 --out dist/minilm
-        toolchain export ./my-finetuned-bert --task text-classification --out dist/sentiment""",
+        toolchain export ./my-finetuned-bert --task text-classification --out dist/sentiment
+        toolchain export ./my-bloom --task feature-extraction --max-length 2048 --out dist/bloom-embed""",
     "validate": "toolchain validate dist/minilm",
     "run": """\
         toolchain run dist/minilm "a cat sat on the mat" "a kitten rested on a rug"
         toolchain run dist/sentiment "great film" --json
         toolchain run dist/shakespeare-llama "ROMEO:" --max-new-tokens 80 --temperature 0.8
-        toolchain run dist/transformer-seq2seq "March 3, 2021" "Nov 25 '26" --beam-size 4""",
+        toolchain run dist/transformer-seq2seq "March 3, 2021" "Nov 25 '26" --beam-size 4
+        toolchain run dist/shapes-vit models/data/shapes/images/test/00000.png photo.jpg""",
     "info": "toolchain info dist/minilm",
     "demo": """\
         toolchain demo                                  # dist/minilm, built first if missing
@@ -118,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="artifact directory to write (replaced atomically)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: optimum's for the model)")
     p.add_argument("--atol", type=float, default=None, help="parity tolerance against PyTorch (default: the task's)")
+    p.add_argument("--max-length", type=int, default=None, metavar="N",
+                   help="longest input in tokens, for models with no position table whose config and tokenizer "
+                        "state none (ALiBi: BLOOM, MPT); recorded in the manifest (default: what the model states)")
     p.add_argument("--exporter", default="auto", choices=["auto", "ort-genai", "optimum", "torch"],
                    help="graph writer; auto: ONNX Runtime GenAI's fused decoder graph where it handles the model "
                         "and passes parity, else optimum; module dirs: torch (dynamo, else TorchScript)")
@@ -132,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let a source model that maps to its own Python code run it for the PyTorch side of parity")
 
-    p = add("run", "run an artifact on texts and print the results")
+    p = add("run", "run an artifact on texts (image files for image classifiers) and print the results")
     p.add_argument("dir")
-    p.add_argument("texts", nargs="+")
+    p.add_argument("texts", nargs="+", metavar="INPUT", help="texts, or image files for an image-classification artifact")
     p.add_argument("--variant", default="auto")
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
     add_cuda_arguments(p)

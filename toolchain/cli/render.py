@@ -31,6 +31,11 @@ def print_labels(texts: list[str], results: list[dict[str, Any]]) -> None:
         print(f"{text[:60]!r}: {r['label']} ({r['score']:.3f})")
 
 
+def print_image_labels(images: list[str], results: list[dict[str, Any]]) -> None:
+    for image, r in zip(images, results):
+        print(f"{image}: {r['label']} ({r['score']:.3f})")
+
+
 def print_continuations(prompts: list[str], results: list[str]) -> None:
     for prompt, text in zip(prompts, results):
         print(f"{prompt}{text}\n")
@@ -59,6 +64,7 @@ PRINTERS: dict[str, Printer] = {
     "text-generation": Printer("generate", print_continuations,
                                ("max_new_tokens", "temperature", "top_p", "seed")),
     "text2text-generation": Printer("translate", print_translations, ("max_new_tokens", "beam_size", "length_penalty")),
+    "image-classification": Printer("classify_image", print_image_labels),  # the arguments are image files
 }
 
 

@@ -20,15 +20,18 @@ from typing import Any, Callable
 from toolchain import __version__
 from toolchain.artifact.atomic import atomic_dir, write_json
 from toolchain.export import genai as genai_export
-from toolchain.export import seq2seq_hf, torch_export
+from toolchain.export import seq2seq_hf, torch_export, vision
 from toolchain.runtime.checks import first_line
-from toolchain.runtime.errors import ExportError, ParityError, SourceError, ToolchainError
+from toolchain.runtime.errors import ArtifactError, ExportError, ParityError, SourceError, ToolchainError
 from toolchain.runtime.manifest import (MANIFEST, REFERENCE_VARIANT, SCHEMA_VERSION, Component, ExporterInfo, Generation,
-                                        Pooling, SourceInfo, TokenizerInfo, Variant)
+                                        SourceInfo, TokenizerInfo, Variant)
 from toolchain.runtime.tasks import task_spec
 from toolchain.runtime.variants import MODEL
 from toolchain.export.source import Source, import_optional, resolve
-from toolchain.export.families import graph_pad, usable_positions
+from toolchain.export import lengths
+from toolchain.export.families import check_supported, graph_pad, model_type_of
+from toolchain.export.patches import trace_patches
+from toolchain.export.feeds import encoder_sections
 from toolchain.export.parity import Reference, check_variant, raise_misses
 from toolchain.export.reference import reference_for
 
@@ -49,6 +52,7 @@ class ExportSettings:
     atol: float | None = None  # parity tolerance; the task's default when None
     trust_remote_code: bool = False  # run the model's own Python code (config.json auto_map): only on --trust-remote-code
     exporter: str = "auto"  # a name in EXPORTERS, or auto: the fastest graph that handles the model, else optimum
+    max_length: int | None = None  # --max-length: the longest input, for models that state none (export/lengths.py)
 
     def __post_init__(self) -> None:
         spec = task_spec(self.task)  # raises with the allowed names
@@ -60,6 +64,8 @@ class ExportSettings:
             raise ToolchainError(f"atol must be positive, got {self.atol}.")
         if self.exporter != "auto" and self.exporter not in EXPORTERS:
             raise ToolchainError(f"exporter {self.exporter!r} is not known; use auto or one of {', '.join(EXPORTERS)}.")
+        if self.max_length is not None and not (isinstance(self.max_length, int) and self.max_length > 1):
+            raise ToolchainError(f"--max-length must be a whole number of tokens above 1, got {self.max_length}.")
 
 
 def _versions() -> dict[str, str]:
@@ -93,7 +99,8 @@ def _run_optimum(source: Source, settings: ExportSettings, into: Path) -> Path:
     """optimum's exporter writes the graph into ``into``; return the model file."""
     onnx_exporter = import_optional("optimum.exporters.onnx")
     try:
-        with warnings.catch_warnings():  # tracer chatter; parity below is what tells a bad graph
+        # tracer chatter is silenced (parity below tells a bad graph); a family's trace patches apply meanwhile
+        with warnings.catch_warnings(), trace_patches(model_type_of(source)):
             warnings.simplefilter("ignore")
             onnx_exporter.main_export(
                 str(source.path), output=str(into), task=task_spec(settings.task).export_task, opset=settings.opset,
@@ -183,20 +190,6 @@ def _tokenizer(source: Source, reference: Reference, out: Path) -> dict[str, Any
     return TokenizerInfo(file=TOKENIZER_FILE, pad_id=pad_id, pad_token=pad_token).to_dict()
 
 
-def _max_length(source: Source, reference: Reference) -> int:
-    """The longest input the model takes: the smallest of the model's, tokenizer's and sentence model's limits."""
-    config = reference.model.config
-    limits = [source.max_seq_length]
-    limits.append(usable_positions(config, reference.model))  # less RoBERTa's padding offset
-    tok_max = getattr(reference.tokenizer, "model_max_length", None)
-    if tok_max and tok_max < 1_000_000:
-        limits.append(tok_max)
-    limits = [int(x) for x in limits if x]
-    if not limits:
-        raise ExportError(f"{source.name} states no maximum input length; set max_position_embeddings in its config.")
-    return min(limits)
-
-
 def _labels(reference: Reference, task: str) -> list[str] | None:
     if task_spec(task).method != "classify":
         return None
@@ -212,16 +205,30 @@ def _generation(reference: Reference) -> dict[str, Any]:
     return {"eos_token_ids": [int(e) for e in eos], "bos_token_id": getattr(config, "bos_token_id", None)}
 
 
-def _hf_fields(source: Source, reference: Reference, task: str, out: Path) -> dict[str, Any]:
-    """What the manifest says about a transformers source (the tokenizer is saved into OUT)."""
+def _text_fields(source: Source, reference: Reference, task: str, out: Path) -> dict[str, Any]:
+    """What the manifest says about a transformers text model (the tokenizer is saved into OUT)."""
     config = reference.model.config
-    fields = {"labels": _labels(reference, task), "max_length": _max_length(source, reference),
+    length, why = lengths.max_length(source, reference, source.max_length_given)
+    fields = {"labels": _labels(reference, task), "max_length": length, "sections": {"max_length_source": why},
               "tokenizer": _tokenizer(source, reference, out), "model_type": config.model_type,
               "architecture": (config.architectures or [None])[0]}
     if task_spec(task).method == "translate":  # the decoder's start token, not the source's BOS
         start, eos = seq2seq_hf.decoder_start_and_eos(getattr(reference.model, "generation_config", None) or config)
         fields["generation"] = {"bos_token_id": start, "eos_token_ids": eos}
     return fields
+
+
+# What the manifest says about a transformers source, by what its task reads (TaskSpec.inputs): text models
+# ship a tokenizer, image models a preprocess section (export/vision.py; "sections" are top-level keys).
+INPUT_FIELDS: dict[str, Callable[[Source, Any, str, Path], dict[str, Any]]] = {
+    "text": _text_fields,
+    "image": vision.image_fields,
+}
+
+
+def _hf_fields(source: Source, reference: Reference, task: str, out: Path) -> dict[str, Any]:
+    """What the manifest says about a transformers source (for text tasks the tokenizer is saved into OUT)."""
+    return INPUT_FIELDS[task_spec(task).inputs](source, reference, task, out)
 
 
 # What the manifest says about the source (labels, max_length, tokenizer, model_type, architecture), by
@@ -275,9 +282,9 @@ def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, ref
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "variants": {REFERENCE_VARIANT: Variant(REFERENCE_VARIANT, precision="fp32", tolerance={"atol": settings.atol},
                                                 components=components).to_dict()},
+        **fields.get("sections", {}),  # per-input sections, such as an image model's preprocess
     }
-    if settings.task == "feature-extraction":
-        manifest["pooling"] = Pooling.from_dict(source.pooling).to_dict()
+    manifest.update(encoder_sections(settings.task, inputs, reference, source, manifest["tokenizer"]))
     if task_spec(settings.task).method in ("generate", "translate"):
         generation = fields.get("generation") or _generation(reference)
         manifest["generation"] = Generation.from_dict({**generation, **exporter.generation}).to_dict()
@@ -285,6 +292,8 @@ def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, ref
     progress("checking parity against PyTorch on a batch of uneven lengths")
     try:
         result = check_variant(tmp, REFERENCE_VARIANT, reference, settings.atol)
+    except ArtifactError as exc:  # the graph just written does not load: this exporter failed (auto tries the next)
+        raise ExportError(f"the {exporter.name} graph for {source.name} does not load: {first_line(exc)}") from None
     except ToolchainError:
         raise
     except Exception as exc:  # onnxruntime's untyped errors: a graph that does not run is a failed export
@@ -304,16 +313,19 @@ def export(
     progress: Callable[[str], None] = lambda msg: log.info(msg),
     trust_remote_code: bool = False,
     exporter: str = "auto",
+    max_length: int | None = None,
 ) -> dict[str, Any]:
     """Export MODEL for TASK into the artifact directory OUT; return the manifest written.
 
     TASK defaults to the task a module dir was trained for, else feature-extraction. Raises ParityError
     (and leaves any previous artifact at OUT intact) when the exported graph's outputs differ from
-    PyTorch beyond the tolerance.
+    PyTorch beyond the tolerance. MAX_LENGTH (--max-length) sets the longest input for models that state none.
     """
     settings = ExportSettings(task=task or "feature-extraction", opset=opset, atol=atol,
-                              trust_remote_code=trust_remote_code, exporter=exporter)
+                              trust_remote_code=trust_remote_code, exporter=exporter, max_length=max_length)
     source = resolve(model, trust_remote_code=settings.trust_remote_code)
+    check_supported(source, settings.task)  # an architecture known not to work says so before any work
+    source.max_length_given = settings.max_length
     if source.task:  # a module dir knows what it was trained for
         if task and task != source.task:
             raise SourceError(f"{source.name} was trained for {source.task!r}, not {task!r}; pass --task "

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from toolchain.export.diagnose import which_is_wrong
 from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ParityError, SourceError
 from toolchain.runtime.manifest import read_manifest
@@ -39,6 +40,8 @@ class ParityResult:
     passed: bool
     texts: int = len(PARITY_TEXTS)  # how many texts (encoders) or prompts (decoders) were compared
     padding_diff: float = 0.0  # encoders: max |graph's batch row - PyTorch on that item alone|
+    mismatch: str = "tokens differ from PyTorch's (tokenizer ids or greedy continuation)"  # when not tokens_match
+    diagnosis: str = ""  # on a miss: whether the graph or the reference is wrong (export/diagnose.py)
 
     def metrics(self) -> dict[str, Any]:
         return {"max_abs_diff": self.max_abs_diff, "atol": self.atol, "tokens_match": self.tokens_match,
@@ -68,8 +71,7 @@ class Reference:
         except ValueError as exc:  # "Unrecognized configuration class ...": the architecture lacks this task's head
             raise SourceError(f"{path} cannot be loaded as {spec.auto_class} for task {task!r} "
                               f"({first_line(exc)}); export it for a task its architecture supports.") from None
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), use_fast=True,
-                                                                    trust_remote_code=trust_remote_code)
+        self.tokenizer, self.processor = PREPROCESSORS[spec.inputs](transformers, path, trust_remote_code)
 
     @property
     def config(self) -> Any:
@@ -79,6 +81,10 @@ class Reference:
         with self.torch.inference_mode():
             out = self.model(**{k: self.torch.from_numpy(v) for k, v in feeds.items()})
         return getattr(out, output).float().numpy()
+
+    def pixel_values(self, images: list[Any]) -> np.ndarray:
+        """Image tasks: the Hugging Face image processor's pixel values for RGB PIL images."""
+        return np.asarray(self.processor(images=images, return_tensors="np")["pixel_values"], dtype=np.float32)
 
     def token_ids(self, texts: list[str], max_length: int) -> list[list[int]]:
         enc = self.tokenizer(texts, truncation=True, max_length=max_length)
@@ -99,6 +105,27 @@ class Reference:
         return out
 
 
+def _text_preprocessor(transformers: Any, path: Path, trust_remote_code: bool) -> tuple[Any, Any]:
+    return transformers.AutoTokenizer.from_pretrained(str(path), use_fast=True, trust_remote_code=trust_remote_code), None
+
+
+def _image_preprocessor(transformers: Any, path: Path, trust_remote_code: bool) -> tuple[Any, Any]:
+    """The slow (Pillow) image processor: the one the runtime's preprocessing reproduces."""
+    if not (path / "preprocessor_config.json").is_file():
+        raise SourceError(f"{path} has no preprocessor_config.json (the image processor the runtime's preprocessing "
+                          "follows); save one beside the model with processor.save_pretrained(dir).")
+    try:
+        return None, transformers.AutoImageProcessor.from_pretrained(str(path), use_fast=False,
+                                                                     trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{path} has no usable image processor ({first_line(exc)}); save one beside the model "
+                          "(processor.save_pretrained(dir) writes preprocessor_config.json).") from None
+
+
+# (tokenizer, image processor) of the source, by what the task reads (TaskSpec.inputs).
+PREPROCESSORS = {"text": _text_preprocessor, "image": _image_preprocessor}
+
+
 GEN_PROMPTS = ["ROMEO:", "To be, or not to be, that is", "A", "The quick brown fox jumps over the lazy dog, and then the"]
 GEN_TOKENS = 24
 
@@ -110,8 +137,12 @@ def check_variant(root: Path, variant: str, reference: Reference, atol: float) -
 
 
 def _encoder_parity(model, variant: str, reference: Reference, atol: float) -> ParityResult:
-    """Graph outputs against PyTorch at the non-padding positions of an uneven batch; token ids too."""
+    """Graph outputs against PyTorch at the non-padding positions of an uneven batch; token ids too. A model
+    that reads its padding (the manifest's tokenizer.pad_batches is false) is run, as the runtime runs it, one
+    text at a time."""
     spec = task_spec(model.manifest.task)
+    if not model.manifest.tokenizer.pad_batches:
+        return _unpadded_parity(model, variant, reference, atol, spec.output)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the over-long text is truncated on purpose
         feeds, mask = model.encode(PARITY_TEXTS)
@@ -126,18 +157,36 @@ def _encoder_parity(model, variant: str, reference: Reference, atol: float) -> P
     ours = [list(row[m.astype(bool)]) for row, m in zip(feeds["input_ids"], mask)]
     tokens_match = ours == reference.token_ids(PARITY_TEXTS, model.manifest.max_length)
     alone = _alone_diff(onnx_out, feeds, mask, reference, spec.output) if onnx_out.shape == torch_out.shape else diff
+    diagnosis = which_is_wrong(reference, [(feeds, onnx_out, mask if onnx_out.ndim == 3 else None)], spec.output,
+                               atol) if atol < diff < float("inf") else ""
     return ParityResult(variant, atol, diff, tokens_match, bool(max(diff, alone) <= atol and tokens_match),
-                        padding_diff=alone)
+                        padding_diff=alone, diagnosis=diagnosis)
+
+
+def _unpadded_parity(model, variant: str, reference: Reference, atol: float, output: str) -> ParityResult:
+    """Each parity text alone through the graph and through PyTorch: outputs within atol, the same token ids."""
+    diff, ours = 0.0, []
+    for text in PARITY_TEXTS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the over-long text is truncated on purpose
+            feeds, _ = model.encode([text])
+        onnx_out, torch_out = model.run_feeds(feeds), reference.outputs(feeds, output)
+        same = onnx_out.shape == torch_out.shape
+        diff = max(diff, float(np.abs(onnx_out - torch_out).max()) if same else float("inf"))
+        ours.append(list(feeds["input_ids"][0]))
+    tokens_match = ours == reference.token_ids(PARITY_TEXTS, model.manifest.max_length)
+    return ParityResult(variant, atol, diff, tokens_match, bool(diff <= atol and tokens_match))
 
 
 def _alone_diff(onnx_out: np.ndarray, feeds: dict[str, np.ndarray], mask: np.ndarray, reference, output: str) -> float:
-    """A padded batch must give each item what it gives alone: the graph's rows (real positions) against
-    PyTorch on each item unpadded. Catches a model (or graph) that reads the padding."""
+    """A padded batch must give each item what it gives alone: the graph's rows (real positions, whichever side the
+    padding is on) against PyTorch on each item unpadded, numbering its positions itself (so position_ids the
+    runtime derives from the mask are checked too). Catches a model (or graph) that reads the padding."""
     diff = 0.0
-    for i, n in enumerate(mask.astype(bool).sum(axis=1)):
-        one = {k: np.ascontiguousarray(v[i : i + 1, :n]) for k, v in feeds.items()}
+    for i, real in enumerate(mask.astype(bool)):
+        one = {k: np.ascontiguousarray(v[i : i + 1, real]) for k, v in feeds.items() if k != "position_ids"}
         alone = reference.outputs(one, output)[0]
-        row = onnx_out[i, :n] if onnx_out.ndim == 3 else onnx_out[i]
+        row = onnx_out[i, real] if onnx_out.ndim == 3 else onnx_out[i]
         diff = max(diff, float(np.abs(row - alone).max()) if row.shape == alone.shape else float("inf"))
     return diff
 
@@ -150,7 +199,7 @@ def _greedy_parity(model, variant: str, reference: Reference, atol: float) -> Pa
     pad = reference.tokenizer.pad_token_id if reference.tokenizer.pad_token_id is not None else gen.pad_id
     n_new = min(GEN_TOKENS, max(1, gen.context // 4))
     room = gen.context - n_new  # prompts keep their last `room` tokens, as the runtime does
-    theirs, ours_ids, hf_ids, diff = [], [], [], 0.0
+    theirs, ours_ids, hf_ids, diff, cases = [], [], [], 0.0, []
     for prompt in GEN_PROMPTS:
         hf = reference.tokenizer(prompt)["input_ids"][-room:]
         hf_ids.append(list(hf))
@@ -167,7 +216,8 @@ def _greedy_parity(model, variant: str, reference: Reference, atol: float) -> Pa
             ids, mask = gen.prompt_ids([prompt], n_new)
         ours_ids.append(ids[0].tolist())
         if ids.shape == ids_t.shape:
-            diff = max(diff, float(np.abs(gen.prompt_logits(ids, mask) - torch_logits).max()))
+            cases.append(({"input_ids": ids_t.numpy()}, gen.prompt_logits(ids, mask), None))
+            diff = max(diff, float(np.abs(cases[-1][1] - torch_logits).max()))
         else:
             diff = float("inf")
     with warnings.catch_warnings():
@@ -175,7 +225,9 @@ def _greedy_parity(model, variant: str, reference: Reference, atol: float) -> Pa
         one_by_one = [model.generate(p, max_new_tokens=n_new) for p in GEN_PROMPTS]
         batched = model.generate(GEN_PROMPTS, max_new_tokens=n_new)
     tokens_match = one_by_one == theirs and batched == theirs and ours_ids == hf_ids
-    return ParityResult(variant, atol, diff, tokens_match, bool(diff <= atol and tokens_match), len(GEN_PROMPTS))
+    passed = bool(diff <= atol and tokens_match)
+    return ParityResult(variant, atol, diff, tokens_match, passed, len(GEN_PROMPTS),
+                        diagnosis="" if passed or not cases else which_is_wrong(reference, cases, "logits", atol))
 
 
 # Sources of the kinds the bundled translation data has, plus text far from it and one over-long source.
@@ -202,9 +254,35 @@ def _translate_parity(model, variant: str, reference: Any, atol: float) -> Parit
                         len(TRANSLATE_SOURCES))
 
 
+PIXEL_ATOL = 1e-5  # the runtime's pixel values against the image processor's (float32 rounding only)
+
+
+def _image_parity(model, variant: str, reference: Reference, atol: float) -> ParityResult:
+    """Image tasks: logits within atol of PyTorch's on the same pixel values (the batch, and each image alone),
+    and the runtime's pixel values equal to the Hugging Face image processor's (resize, rescale, normalise)."""
+    from toolchain.export.vision import parity_images
+    from toolchain.runtime.images import to_rgb
+
+    images = parity_images()
+    feeds, _ = model.encode(images)
+    (name, pixels), = feeds.items()
+    output = task_spec(model.manifest.task).output
+    onnx_out = model.run_feeds(feeds)
+    torch_out = reference.outputs(feeds, output)
+    diff = float(np.abs(onnx_out - torch_out).max()) if onnx_out.shape == torch_out.shape else float("inf")
+    alone = max(float(np.abs(onnx_out[i] - reference.outputs({name: pixels[i : i + 1]}, output)[0]).max())
+                for i in range(len(pixels))) if onnx_out.shape == torch_out.shape else diff
+    theirs = reference.pixel_values([to_rgb(im) for im in images])  # the same explicit RGB conversion
+    same = theirs.shape == pixels.shape and float(np.abs(theirs - pixels).max()) <= PIXEL_ATOL
+    return ParityResult(variant, atol, diff, same, bool(max(diff, alone) <= atol and same), len(images), alone,
+                        "the runtime's pixel values differ from the Hugging Face image processor's (the manifest's "
+                        "preprocess section)")
+
+
 # One parity check per task (a key of toolchain.runtime.tasks.TASKS); a new task adds its entry here.
 PARITY = {"feature-extraction": _encoder_parity, "text-classification": _encoder_parity,
-          "text-generation": _greedy_parity, "text2text-generation": _translate_parity}
+          "text-generation": _greedy_parity, "text2text-generation": _translate_parity,
+          "image-classification": _image_parity}
 
 
 def raise_misses(results: list[ParityResult], root: Path) -> None:
@@ -215,7 +293,8 @@ def raise_misses(results: list[ParityResult], root: Path) -> None:
             + ("" if r.padding_diff <= r.atol or r.max_abs_diff > r.atol else
                f", but a padded batch differs from each item alone by {r.padding_diff:.3g} (the model reads "
                "padding: mask it, or take the state at the last real token)")
-            + ("" if r.tokens_match else ", tokens differ from PyTorch's (tokenizer ids or greedy continuation)")
+            + ("" if r.tokens_match else f", {r.mismatch}")
+            + (f": {r.diagnosis}" if r.diagnosis else "")
             for r in misses
         ]
         raise ParityError(f"{root} does not match PyTorch: " + "; ".join(parts) + ".")

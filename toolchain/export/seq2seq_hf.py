@@ -8,7 +8,9 @@ takes encoder_hidden_states, returns logits and every layer's self- and cross-at
 returns logits and the grown self-attention cache ``present.{i}.decoder.*``). The rewrite:
 
 - **encoder**: optimum's encoder plus the cross-attention key/value projections cut out of ``decoder_model.onnx``
-  (every node the ``present.{i}.encoder.*`` outputs depend on), fed by ``last_hidden_state``. Its outputs are
+  (the nodes the ``present.{i}.encoder.*`` outputs depend on), fed by ``last_hidden_state``; where those read the
+  decoder's own stream only for its batch size, they read it from ``last_hidden_state`` instead, so the
+  encoder holds no copy of the embedding or of the decoder layers (_cross_nodes). Its outputs are
   only ``cross.{i}.key`` / ``cross.{i}.value`` (batch, heads, source, head_dim): per the contract, non-state
   outputs the runtime feeds to every decoder step unchanged, so the cross K/V are computed once per call.
 - **decoder**: ``decoder_with_past_model.onnx`` with its caches renamed: the self-attention cache is the state
@@ -16,20 +18,26 @@ returns logits and the grown self-attention cache ``present.{i}.decoder.*``). Th
   makes it compute what optimum's no-past decoder computes), the cross cache inputs become ``cross.{i}.*``;
   ``input_ids`` is (batch, 1) and ``logits`` (batch, 1, vocab) is cut to (batch, vocab).
 No If node (optimum's merged decoder) is needed, and no step recomputes the cross-attention projections.
+Both graphs then have their attention fused (export/seq2seq_fuse.py: one MultiHeadAttention node per block, the
+decoder's all-zero causal mask dropped), kept only when the fused graph computes what the unfused one does.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+from toolchain.export import seq2seq_fuse
 from toolchain.export.source import import_optional
 from toolchain.runtime import seq2seq_io as io
 from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ExportError
+
+log = logging.getLogger("toolchain.export")
 
 TASK = "text2text-generation-with-past"
 OPTIMUM_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
@@ -46,9 +54,10 @@ TWO_GB = 2_000_000_000
 
 
 def export_hf_seq2seq(model_dir: Path, into: Path, opset: int | None = None,
-                      trust_remote_code: bool = False) -> dict[str, Path]:
+                      trust_remote_code: bool = False, fuse: bool = True) -> dict[str, Path]:
     """Export the transformers encoder-decoder in MODEL_DIR with optimum and rewrite its graphs to the contract:
-    writes INTO/encoder.onnx and INTO/decoder.onnx and returns {"encoder": path, "decoder": path}."""
+    writes INTO/encoder.onnx and INTO/decoder.onnx and returns {"encoder": path, "decoder": path}. FUSE: each
+    graph's attention fused (seq2seq_fuse.py), kept only where it computes what the unfused graph computes."""
     model_dir, into = Path(model_dir), Path(into)
     _require_seq2seq(model_dir, trust_remote_code)
     onnx = import_optional("onnx")
@@ -59,8 +68,12 @@ def export_hf_seq2seq(model_dir: Path, into: Path, opset: int | None = None,
         encoder, first, step = (onnx.load(str(work / name)) for name in OPTIMUM_FILES)
     name = model_dir.name
     paths = {io.ENCODER: into / f"{io.ENCODER}.onnx", io.DECODER: into / f"{io.DECODER}.onnx"}
-    _save(encoder_graph(encoder, first, name), paths[io.ENCODER], name)
-    _save(decoder_graph(step, name), paths[io.DECODER], name)
+    graphs = {io.ENCODER: encoder_graph(encoder, first, name), io.DECODER: decoder_graph(step, name)}
+    for component, graph in graphs.items():
+        if fuse:
+            graph, note = seq2seq_fuse.fuse_checked(graph, cached=component == io.DECODER)
+            log.info("%s %s: %s", name, component, note)
+        _save(graph, paths[component], name)
     return paths
 
 
@@ -109,18 +122,18 @@ def encoder_graph(encoder: Any, first: Any, name: str) -> Any:
     wanted = {o.name: _cross_name(o.name) for o in first.graph.output if ".encoder." in o.name}
     if not wanted:
         raise ExportError(f"{name}'s decoder returns no cross-attention cache; export a model with cross-attention.")
-    nodes, initializers, reads = _ancestors(first.graph, set(wanted))
+    nodes, initializers, reads = _cross_nodes(first.graph, set(wanted))
     if not reads <= _OUT_OF_STEP:
         raise ExportError(f"{name}'s cross-attention cache depends on {sorted(reads - _OUT_OF_STEP)}; this model's "
                           "decoder cannot be split this way.")
     onnx = import_optional("onnx")
-    # the cut nodes read the decoder's input_ids and encoder_attention_mask for their shapes (batch) only:
-    # give them the source's first column (batch, 1), the shape of a first step's input_ids, and the source mask
+    # nodes that still read the decoder's input_ids (a fallback of _cross_nodes) read it for shapes (batch) only:
+    # give them the source's first column (batch, 1), the shape of a first step's input_ids
     ints = onnx.helper.make_tensor
     slice_args = [ints(_PREFIX + arg, onnx.TensorProto.INT64, [1], [v]) for arg, v in
-                  (("start", 0), ("end", 1), ("axis", 1))]
-    first_ids = onnx.helper.make_node("Slice", [io.SOURCE_IDS] + [t.name for t in slice_args], [_PREFIX + "input_ids"],
-                                      name=_PREFIX + "first_ids")
+                  (("start", 0), ("end", 1), ("axis", 1))] if "input_ids" in reads else []
+    first_ids = [onnx.helper.make_node("Slice", [io.SOURCE_IDS] + [t.name for t in slice_args],
+                                       [_PREFIX + "input_ids"], name=_PREFIX + "first_ids")] if slice_args else []
     mapping = {"encoder_hidden_states": "last_hidden_state", "input_ids": _PREFIX + "input_ids",
                "encoder_attention_mask": io.SOURCE_MASK}
     for node in nodes:
@@ -130,7 +143,7 @@ def encoder_graph(encoder: Any, first: Any, name: str) -> Any:
     for init in initializers:
         mapping[init.name] = init.name = _PREFIX + init.name
     _rename(nodes, mapping)
-    graph.node.extend([first_ids, *nodes])
+    graph.node.extend([*first_ids, *nodes])
     graph.initializer.extend(slice_args + initializers)
     outputs = [o for o in first.graph.output if o.name in wanted]
     for out in outputs:
@@ -170,6 +183,36 @@ def decoder_graph(step: Any, name: str) -> Any:
     return step
 
 
+def _cross_nodes(graph: Any, wanted: set[str]) -> tuple[list, list, set[str]]:
+    """The nodes (copies), initializers and graph inputs the cross-attention cache WANTED depends on. The cache
+    projections read the decoder's own stream (its hidden states, computed from input_ids through the embedding
+    and every earlier layer) only through a Shape whose batch entry they gather: such a Shape is pointed at
+    encoder_hidden_states (the same batch), so the copy holds the projections and not a whole first decoder
+    step. When some Shape is read otherwise, every ancestor is copied (the first step's input_ids then read)."""
+    stream = {"input_ids"}  # the values computed from input_ids' values (a Shape of one is not)
+    for node in graph.node:
+        if node.op_type not in ("Shape", "Size") and stream.intersection(_node_reads(node)):
+            stream.update(node.output)
+    nodes, initializers, reads = _ancestors(graph, wanted, lambda n: n.op_type == "Shape" and n.input[0] in stream)
+    consts = {init.name for init in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    values = {**{i.name: i for i in graph.initializer}, **{n.output[0]: n.attribute[0].t for n in graph.node
+                                                           if n.op_type == "Constant" and n.attribute}}
+    numpy_helper = import_optional("onnx").numpy_helper
+
+    def batch_gather(node: Any) -> bool:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        return (node.op_type == "Gather" and axis == 0 and node.input[1] in consts
+                and numpy_helper.to_array(values[node.input[1]]).ravel().tolist() == [0])
+
+    cuts = [n for n in nodes if n.op_type == "Shape" and n.input[0] in stream]
+    readers = [n for n in nodes if any(c.output[0] in n.input for c in cuts)]
+    if any(a.name == "start" and a.i != 0 for c in cuts for a in c.attribute) or not all(map(batch_gather, readers)):
+        return _ancestors(graph, wanted)
+    for cut in cuts:
+        cut.input[0] = "encoder_hidden_states"
+    return nodes, initializers, reads | ({"encoder_hidden_states"} if cuts else set())
+
+
 def _cross_name(present: str) -> str:
     """``present.3.encoder.key`` -> ``cross.3.key``."""
     layer, _, kind = present[len(io.PRESENT):].split(".")
@@ -186,8 +229,9 @@ def _node_reads(node: Any) -> list[str]:
     return names
 
 
-def _ancestors(graph: Any, outputs: set[str]) -> tuple[list, list, set[str]]:
-    """Copies of the nodes and initializers that OUTPUTS depend on (in graph order), and the graph inputs read."""
+def _ancestors(graph: Any, outputs: set[str], stop=lambda node: False) -> tuple[list, list, set[str]]:
+    """Copies of the nodes and initializers that OUTPUTS depend on (in graph order), and the graph inputs read;
+    a node for which STOP is true is copied without what it reads (the caller rewires it)."""
     producer = {out: node for node in graph.node for out in node.output}
     initializers = {init.name: init for init in graph.initializer}
     inputs = {v.name for v in graph.input}
@@ -201,7 +245,8 @@ def _ancestors(graph: Any, outputs: set[str]) -> tuple[list, list, set[str]]:
             reads.add(value)
         elif value in producer:
             needed_nodes.add(id(producer[value]))
-            stack.extend(_node_reads(producer[value]))
+            if not stop(producer[value]):
+                stack.extend(_node_reads(producer[value]))
 
     def copy(proto):
         out = type(proto)()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,10 +41,11 @@ class Source:
     name: str  # what the user passed
     path: Path  # the directory holding the Hugging Face model (config.json + weights)
     kind: str  # "transformers", "sentence-transformers" or "module" (a user's nn.Module, export/modules.py)
-    pooling: dict[str, Any] = field(default_factory=lambda: {"mode": "mean", "normalize": True})
+    pooling: dict[str, Any] | None = None  # a sentence-transformers config's; None: the family's (families.py)
     max_seq_length: int | None = None  # sentence-transformers' own limit, if any
     remote_code: bool = False  # config.json maps to the model's own Python code (auto_map, unknown model_type)
     task: str | None = None  # the task the source was trained for, where it says (a module dir does)
+    max_length_given: int | None = None  # the user's --max-length (export/lengths.py), for models that state none
 
     def weights_sha256(self) -> tuple[str, list[str]]:
         """One sha256 over every weight file (name and content), and the files it covers."""
@@ -168,19 +169,27 @@ def _sentence_transformers(name: str, root: Path, modules: list[dict[str, Any]])
         max_seq = read_json(bert_cfg).get("max_seq_length")
     mode = "mean"
     if "Pooling" in by_type:
-        cfg = read_json(root / by_type["Pooling"]["path"] / "config.json")
-        modes = [m for m in ("cls", "mean", "max") if cfg.get(f"pooling_mode_{m}_token" if m == "cls" else f"pooling_mode_{m}_tokens")]
-        others = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v and k not in {
-            "pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens"}]
-        if len(modes) != 1 or others:
-            raise SourceError(f"{root}: pooling {cfg} is not supported; use exactly one of cls, mean or max pooling.")
-        mode = modes[0]
+        mode = _pooling_mode(root, read_json(root / by_type["Pooling"]["path"] / "config.json"))
     known = {"Transformer", "Pooling", "Normalize"}
     extra = sorted(set(by_type) - known)
     if extra:
         raise SourceError(f"{root}: sentence-transformers modules {extra} are not supported; only Transformer, Pooling and Normalize are.")
     pooling = {"mode": mode, "normalize": "Normalize" in by_type}
     return Source(name, model_dir, "sentence-transformers", pooling, max_seq)
+
+
+# sentence-transformers' Pooling config keys -> the manifest's pooling modes (runtime/encoders.py POOLS).
+ST_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
+              "pooling_mode_lasttoken": "last"}
+
+
+def _pooling_mode(root: Path, cfg: dict[str, Any]) -> str:
+    """The one pooling mode a sentence-transformers Pooling config turns on, or SourceError."""
+    on = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v]
+    if len(on) != 1 or on[0] not in ST_POOLING:
+        raise SourceError(f"{root}: pooling {cfg} is not supported; use exactly one of cls, mean, max or last-token "
+                          "pooling.")
+    return ST_POOLING[on[0]]
 
 
 def import_optional(module: str, extra: str = "export") -> Any:

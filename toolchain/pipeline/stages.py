@@ -136,9 +136,9 @@ def _rows(out: Path, data: TextSet | None, report: dict[str, Any]) -> list[dict[
 
 
 def _metric(out: Path, name: str, task: str, data: TextSet | None, variant) -> str:
-    """Dev accuracy for classifiers (labelled data), exact match for translators, the gate's cosine for embeddings."""
-    if data is not None and data.labels is not None and task == "text-classification":
-        preds = load(out, variant=name).scores(data.texts).argmax(axis=1)
+    """Dev accuracy for classifiers (texts or images), exact match for translators, the gate's cosine for embeddings."""
+    if data is not None and data.labels is not None and task in ("text-classification", "image-classification"):
+        preds = load(out, variant=name).scores(data.texts).argmax(axis=1)  # an image set's texts are its image paths
         correct = sum(int(p == y) for p, y in zip(preds, data.labels))
         return f"acc {correct / len(data.labels):.4f}"
     if data is not None and data.targets is not None and task == "text2text-generation":

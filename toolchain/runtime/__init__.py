@@ -6,8 +6,8 @@
     m.info()["provider"]
 
 ``load()`` returns the class registered for the artifact's task (``RUNTIMES``): an Embedder, a
-Classifier, a TextGenerator or a Translator, all of them a ``Model``. Nothing here imports torch,
-transformers or optimum.
+Classifier, a TextGenerator, a Translator or an ImageClassifier, all of them a ``Model``. Nothing here
+imports torch, transformers or optimum; image input needs Pillow (the ``vision`` extra).
 """
 
 from .base import RUNTIMES, register_runtime
@@ -18,12 +18,14 @@ from .model import Model, load, open_variant
 from .providers import CudaOptions
 from .textgen import TextGenerator
 from .translate import Translator
+from .vision import ImageClassifier
 
 __all__ = [
     "ArtifactError",
     "Classifier",
     "CudaOptions",
     "Embedder",
+    "ImageClassifier",
     "InputError",
     "Manifest",
     "Model",

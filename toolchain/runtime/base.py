@@ -13,7 +13,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import placement, providers
-from .errors import ToolchainError
+from .errors import InputError, ToolchainError
+from .images import looks_like_image
 from .manifest import Manifest
 from .tasks import task_spec
 from .text import TextEncoder, as_texts
@@ -89,7 +90,8 @@ class Model:
 
     # -- the methods of other tasks refuse with one sentence --------------------------------------------
     def _refuse(self, method: str) -> ToolchainError:
-        return ToolchainError(f"{method}() is not available for a {self.task.name} artifact; "
+        article = "an" if self.task.name[0] in "aeiou" else "a"
+        return ToolchainError(f"{method}() is not available for {article} {self.task.name} artifact; "
                               f"use {self.task.method}() instead.")
 
     def embed(self, texts: Any) -> np.ndarray:
@@ -103,6 +105,10 @@ class Model:
     def scores(self, texts: Any) -> np.ndarray:
         """Class probabilities (text-classification artifacts: see Classifier)."""
         raise self._refuse("classify")
+
+    def classify_image(self, images: Any) -> list[dict[str, Any]]:
+        """Top label per image (image-classification artifacts: see ImageClassifier)."""
+        raise self._refuse("classify_image")
 
     def generate(self, prompt: Any, *args: Any, **kwargs: Any):
         """Continue a prompt (text-generation artifacts: see TextGenerator)."""
@@ -155,6 +161,10 @@ class Model:
             return bound_run(self._session, feeds, self.task.output, *self._io)
         return self._session.run([self.task.output], feeds)[0]
 
+    def warmup_input(self) -> Any:
+        """What the warm-up run at load encodes (a text; image classes give an image)."""
+        return ["a warm-up run"]
+
     def _count_call(self) -> None:
         with self._lock:
             self._calls += 1
@@ -165,7 +175,7 @@ class Model:
         error = None
         if self._negotiated.provider == "cuda":
             try:
-                feeds, _ = self.encode(["a warm-up run"])
+                feeds, _ = self.encode(self.warmup_input())
                 self.run_feeds(feeds)
             except Exception as exc:  # reported by info(); a real call raises it again, with context
                 error = exc
@@ -183,22 +193,35 @@ class EncoderModel(Model):
             pad_id=tok.pad_id,
             pad_token=tok.pad_token,
             input_names=[i.name for i in self._session.get_inputs()],
+            feeds=self.manifest.feeds,
+            padding_side=tok.padding_side,
+            pad_to_multiple_of=tok.pad_to_multiple_of,
         )
 
     def encode(self, texts: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Tokenize into the graph's feeds, padded to the longest item, and the attention mask."""
-        return self._encoder.encode(as_texts(texts))
+        return self._encoder.encode(self._texts(texts))
+
+    def _texts(self, texts: Any) -> list[str]:
+        """TEXTS checked (as_texts), with one sentence for images given to a text model."""
+        items = texts if isinstance(texts, (list, tuple)) else [texts]
+        if any(looks_like_image(item) for item in items):
+            raise InputError(f"this {self.task.name} artifact reads text, not images; pass str, or load an "
+                             "image-classification artifact to classify images.")
+        return as_texts(texts)
 
     def _run(self, texts: Any, head: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-        items = as_texts(texts)
+        items = self._texts(texts)
         self._count_call()
         if not items:
             return self._empty()
-        # Sort by length so each batch pads little, run in bounded batches, restore the order.
+        # Sort by length so each batch pads little, run in bounded batches, restore the order; a model that reads
+        # its padding (the manifest's tokenizer.pad_batches is false) runs each text alone.
         order = sorted(range(len(items)), key=lambda i: len(items[i]))
         results: list[np.ndarray | None] = [None] * len(items)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        step = self.batch_size if self.manifest.tokenizer.pad_batches else 1
+        for start in range(0, len(order), step):
+            idx = order[start : start + step]
             feeds, mask = self._encoder.encode([items[i] for i in idx])
             out = self.run_feeds(feeds)
             for i, row in zip(idx, head(out, mask)):

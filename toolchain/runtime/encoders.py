@@ -10,16 +10,34 @@ from .base import EncoderModel, register_runtime
 from .errors import ArtifactError
 
 
+def _first_real(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Each row's first real token (CLS), whichever side the padding is on."""
+    return hidden[np.arange(len(hidden)), mask.argmax(axis=1)]
+
+
+def _last_real(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Each row's last real token (decoder embedders: the one that has read the whole text)."""
+    return hidden[np.arange(len(hidden)), mask.shape[1] - 1 - mask[:, ::-1].argmax(axis=1)]
+
+
+def _mean(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None].astype(hidden.dtype)
+    return (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+
+
+def _max(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask[..., None] > 0, hidden, np.finfo(hidden.dtype).min).max(axis=1)
+
+
+# pooling mode (the manifest's pooling.mode) -> (B, T, H) token states and (B, T) mask to (B, H)
+POOLS = {"mean": _mean, "cls": _first_real, "max": _max, "last": _last_real}
+
+
 def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     """Pool token states (B, T, H) into sentence vectors (B, H), ignoring padding like sentence-transformers."""
-    m = mask[..., None].astype(hidden.dtype)
-    if mode == "mean":
-        return (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-    if mode == "cls":
-        return hidden[:, 0]
-    if mode == "max":
-        return np.where(m > 0, hidden, np.finfo(hidden.dtype).min).max(axis=1)
-    raise ArtifactError(f"pooling mode {mode!r} in the manifest is not known; use mean, cls or max.")
+    if mode not in POOLS:
+        raise ArtifactError(f"pooling mode {mode!r} in the manifest is not known; use {', '.join(POOLS)}.")
+    return POOLS[mode](hidden, mask)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError
-from .sections import (DICT, FIX, INT, LIST, STR, ExporterInfo, Generation, Pooling, SourceInfo, TensorSpec,
-                       TokenizerInfo, check_types)
-from .tasks import TASKS
+from .feeds import read_feeds
+from .sections import (DICT, FIX, INT, LIST, STR, ExporterInfo, Generation, Pooling, Preprocess, SourceInfo,
+                       TensorSpec, TokenizerInfo, check_types)
+from .tasks import TASKS, task_spec
 from .variants import MODEL, Component, DataFile, Variant, sha256_file
 
 SCHEMA_VERSION = 2
@@ -26,7 +27,7 @@ MANIFEST = "manifest.json"
 REFERENCE_VARIANT = "fp32"
 
 __all__ = ["MANIFEST", "MODEL", "REFERENCE_VARIANT", "SCHEMA_VERSION", "Component", "DataFile", "ExporterInfo", "Generation",
-           "Manifest", "Pooling", "SourceInfo", "TensorSpec", "TokenizerInfo", "Variant", "read_manifest",
+           "Manifest", "Pooling", "Preprocess", "SourceInfo", "TensorSpec", "TokenizerInfo", "Variant", "read_manifest",
            "session_error", "sha256_file"]
 
 
@@ -62,8 +63,21 @@ class Manifest:
         return TokenizerInfo.from_dict(self.data.get("tokenizer"))
 
     @property
+    def feeds(self) -> dict[str, str]:
+        """How each input of a text encoder's graph is filled (input name -> rule of feeds.RULES)."""
+        return read_feeds(self.data.get("feeds"), self.root / MANIFEST)
+
+    @property
     def generation(self) -> Generation:
         return Generation.from_dict(self.data.get("generation")).checked(self.root / MANIFEST)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """How images become pixel values (image tasks); an ArtifactError when the manifest has none."""
+        if not isinstance(self.data.get("preprocess"), dict):
+            raise ArtifactError(f"{self.root / MANIFEST} has no preprocess section (how images become the graph's "
+                                f"pixel values); re-export the artifact with --task {self.task}.")
+        return Preprocess.from_dict(self.data["preprocess"]).checked(self.root / MANIFEST)
 
     @property
     def exporter_info(self) -> ExporterInfo:
@@ -138,8 +152,11 @@ class Manifest:
                                 "re-export the artifact.")
         return path
 
-    def tokenizer_path(self) -> Path:
-        """The tokenizer file the manifest names (tokenizer.json by default), checked to exist inside the artifact."""
+    def tokenizer_path(self) -> Path | None:
+        """The tokenizer file the manifest names (tokenizer.json by default), checked to exist inside the artifact;
+        None for an image task whose manifest names no tokenizer (an image classifier reads no text)."""
+        if self.data.get("tokenizer") is None and task_spec(self.task).inputs != "text":
+            return None
         name = self.tokenizer.file
         path = self.root / str(name)
         if not isinstance(name, str) or self.root.resolve() not in path.resolve().parents:
@@ -198,6 +215,7 @@ MANIFEST_TYPES: dict[str, tuple[tuple[str, tuple[type, ...]], bool]] = {
     "task": (STR, False), "max_length": (INT, False), "inputs": (LIST, False), "outputs": (LIST, False),
     "labels": (LIST, True), "tokenizer": (DICT, True), "pooling": (DICT, True), "generation": (DICT, True),
     "source": (DICT, True), "versions": (DICT, True), "bench": (DICT, True), "opset": (INT, True),
+    "preprocess": (DICT, True), "feeds": (DICT, True), "max_length_source": (STR, True),
 }
 
 

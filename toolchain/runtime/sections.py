@@ -61,7 +61,7 @@ class SourceInfo:
 class Pooling:
     """How token states become one sentence vector (feature-extraction)."""
 
-    mode: str = "mean"  # mean | cls | max
+    mode: str = "mean"  # mean | cls (the first real token) | max | last (the last real token: decoder embedders)
     normalize: bool = True
 
     @classmethod
@@ -80,12 +80,20 @@ class TokenizerInfo:
     file: Any = "tokenizer.json"  # checked to be a str inside the artifact by Manifest.tokenizer_path()
     pad_id: int = 0
     pad_token: str = "[PAD]"
+    padding_side: str = "right"  # where encoder tasks pad a batch (the source tokenizer's side); one of PADDING_SIDES
+    pad_to_multiple_of: int | None = None  # batches padded to a multiple of this (Longformer: its attention window)
+    pad_batches: bool = True  # False: the model reads its padding (ConvBERT's convolution), so each text runs alone
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "TokenizerInfo":
         d = data or {}
+        side, multiple = str(d.get("padding_side", cls.padding_side)), d.get("pad_to_multiple_of")
+        if side not in PADDING_SIDES or not (multiple is None or isinstance(multiple, int) and multiple > 0):
+            raise ArtifactError(f"tokenizer.padding_side {side!r} or pad_to_multiple_of {multiple!r} in the manifest "
+                                f"is not valid (left or right; a positive integer or null); {FIX}.")
         return cls(file=d.get("file", cls.file), pad_id=int(d.get("pad_id", cls.pad_id)),
-                   pad_token=str(d.get("pad_token", cls.pad_token)))
+                   pad_token=str(d.get("pad_token", cls.pad_token)), padding_side=side, pad_to_multiple_of=multiple,
+                   pad_batches=bool(d.get("pad_batches", cls.pad_batches)))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,3 +168,55 @@ class TensorSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
+
+
+# Pillow's resampling filters by name, in Pillow's (and transformers' PILImageResampling) numbering.
+RESAMPLE = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the graph's pixel values (image tasks; runtime/images.py applies it): resize to
+    height x width with ``resample``, multiply by ``rescale_factor``, subtract ``mean`` and divide by ``std``
+    per channel (RGB), channels first. Written at export from the model's Hugging Face image processor."""
+
+    height: int = 224
+    width: int = 224
+    resize: bool = True
+    resample: str = "bilinear"  # one of RESAMPLE
+    rescale: bool = True
+    rescale_factor: float = 1 / 255
+    normalize: bool = True
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Preprocess":
+        d = data or {}
+        try:
+            return cls(height=int(d.get("height", cls.height)), width=int(d.get("width", cls.width)),
+                       resize=bool(d.get("resize", cls.resize)), resample=str(d.get("resample", cls.resample)),
+                       rescale=bool(d.get("rescale", cls.rescale)),
+                       rescale_factor=float(d.get("rescale_factor", cls.rescale_factor)),
+                       normalize=bool(d.get("normalize", cls.normalize)),
+                       mean=tuple(float(x) for x in d.get("mean", cls.mean)),
+                       std=tuple(float(x) for x in d.get("std", cls.std)))
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"the manifest's preprocess section cannot be read ({exc}); {FIX}.") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    def checked(self, where: Path) -> "Preprocess":
+        """Refuse settings the runtime cannot apply (a hand edit, a damaged file), naming the key."""
+        problems = [
+            (self.height > 0 and self.width > 0, "height and width should be positive"),
+            (self.resample in RESAMPLE, f"resample should be one of {', '.join(RESAMPLE)}"),
+            (len(self.mean) == 3 and len(self.std) == 3, "mean and std should hold 3 numbers (R, G, B)"),
+            (all(s > 0 for s in self.std), "std should be positive"),
+            (self.rescale_factor > 0, "rescale_factor should be positive"),
+        ]
+        for ok, what in problems:
+            if not ok:
+                raise ArtifactError(f"{where}: preprocess.{what}, not {json.dumps(self.to_dict())[:120]}; {FIX}.")
+        return self

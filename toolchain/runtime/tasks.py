@@ -19,10 +19,18 @@ class TaskSpec:
     auto_class: str  # the transformers Auto class that builds the PyTorch reference
     atol: float  # parity tolerance of the fp32 export against PyTorch, on `output`
     optimum_task: str = ""  # the task optimum exports (default: the same name)
+    inputs: str = "text"  # what the runtime method takes: "text" (a tokenizer) or "image" (the preprocess section)
 
     @property
     def export_task(self) -> str:
         return self.optimum_task or self.name
+
+    def __post_init__(self) -> None:
+        if self.inputs not in INPUTS:
+            raise ValueError(f"TaskSpec inputs {self.inputs!r} is not known; use one of {', '.join(INPUTS)}.")
+
+
+INPUTS = ("text", "image")
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -60,3 +68,7 @@ register(TaskSpec("text-generation", "logits", "generate", "AutoModelForCausalLM
 # Encoder-decoders export as two graphs (runtime/seq2seq_io.py): the encoder, and a decoder step with its state.
 register(TaskSpec("text2text-generation", "logits", "translate", "AutoModelForSeq2SeqLM", 1e-3,
                   "text2text-generation-with-past"))
+# Image classifiers take images (runtime/images.py); classify_image() names the task's own method, so a text
+# artifact asked for it refuses in one sentence (ImageClassifier.classify takes images too).
+register(TaskSpec("image-classification", "logits", "classify_image", "AutoModelForImageClassification", 1e-4,
+                  inputs="image"))

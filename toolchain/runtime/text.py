@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ArtifactError, InputError
+from .feeds import DEFAULT_FEEDS, Tokens, plan
 
 
 def as_texts(texts: Any) -> list[str]:
@@ -52,16 +53,22 @@ def load_tokenizer(path: Path):
 
 
 class TextEncoder:
-    """Turns a batch of strings into the int64 arrays the ONNX graph takes."""
+    """Turns a batch of strings into the int64 arrays the ONNX graph takes, each input filled by the rule the
+    manifest's feeds section names for it (feeds.py), padded on ``padding_side`` to the batch's longest item (or
+    the next multiple of ``pad_to_multiple_of``)."""
 
-    def __init__(self, path: Path, max_length: int, pad_id: int, pad_token: str, input_names: Sequence[str]):
+    def __init__(self, path: Path, max_length: int, pad_id: int, pad_token: str, input_names: Sequence[str],
+                 feeds: dict[str, str] | None = None, padding_side: str = "right",
+                 pad_to_multiple_of: int | None = None):
         tok = load_tokenizer(path)
         tok.no_padding()
         tok.enable_truncation(max_length=max_length)
-        tok.enable_padding(pad_id=pad_id, pad_token=pad_token)  # to the longest item of each batch
+        tok.enable_padding(pad_id=pad_id, pad_token=pad_token, direction=padding_side,  # to each batch's longest
+                           pad_to_multiple_of=pad_to_multiple_of)
         self._tok = tok
         self.max_length = max_length
         self.input_names = list(input_names)
+        self._fill = plan(DEFAULT_FEEDS if feeds is None else feeds, self.input_names)
 
     def encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Tokenize ``texts`` (already checked by as_texts): (feeds for the graph, attention mask)."""
@@ -73,15 +80,11 @@ class TextEncoder:
                 "and were truncated.",
                 stacklevel=4,
             )
-        columns = {
-            "input_ids": [e.ids for e in encodings],
-            "attention_mask": [e.attention_mask for e in encodings],
-            "token_type_ids": [e.type_ids for e in encodings],
-        }
         width = max((len(e.ids) for e in encodings), default=0)  # an empty batch is (0, 0), not (0,)
-        feeds = {}
-        for name in self.input_names:
-            if name not in columns:
-                raise ArtifactError(f"the model takes an input {name!r} that text models do not provide; re-export it.")
-            feeds[name] = np.asarray(columns[name], dtype=np.int64).reshape(len(texts), width)
-        return feeds, np.asarray(columns["attention_mask"], dtype=np.int64).reshape(len(texts), width)
+
+        def column(values: list[list[int]]) -> np.ndarray:
+            return np.asarray(values, dtype=np.int64).reshape(len(texts), width)
+
+        tokens = Tokens(column([e.ids for e in encodings]), column([e.attention_mask for e in encodings]),
+                        column([e.type_ids for e in encodings]))
+        return {name: fill(tokens) for name, fill in self._fill.items()}, tokens.mask

@@ -25,7 +25,7 @@ from toolchain.serve.policy import HOST, Builder, default_artifact, host_warning
 from toolchain.serve.tabs import TABS
 from toolchain.serve.ui import gr
 
-MAX_FILE_SIZE = "10mb"  # uploads (for the image tab to come)
+MAX_FILE_SIZE = "10mb"  # uploads (the image tab)
 FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
 MONO = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"]
 

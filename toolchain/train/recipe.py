@@ -15,7 +15,9 @@ from typing import Any, get_type_hints
 from toolchain.runtime.errors import ToolchainError
 from toolchain.runtime.tasks import TASKS
 
-KNOWN_ARCHITECTURES = ("bert", "distilbert", "roberta", "llama", "gpt2")
+KNOWN_ARCHITECTURES = ("bert", "distilbert", "roberta", "llama", "gpt2", "vit")
+# [train] augment for image tasks (train/image_stage.py AUGMENTATIONS): label-preserving changes to training images
+IMAGE_AUGMENTATIONS = ("flip", "rotate90", "grayscale")
 # [pretrain] objective -> the architectures it trains (the objectives themselves: toolchain/train/objectives.py)
 PRETRAIN_OBJECTIVES = {"masked-lm": ("bert", "distilbert", "roberta"), "causal-lm": ("gpt2", "llama")}
 
@@ -33,6 +35,7 @@ class Split:
     label: str | None = None  # None: unlabelled (pretraining text)
     limit: int | None = None
     target: str | None = None  # text2text-generation: the column holding each text's target text
+    image: str | None = None  # image tasks: the column naming each example's image file (relative to the table)
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Training:
     save_steps: int = 500
     mlm_probability: float = 0.15  # pretraining only
     label_smoothing: float = 0.0  # text2text modules: cross-entropy label smoothing
+    augment: list[str] = field(default_factory=list)  # image tasks: names of IMAGE_AUGMENTATIONS applied to training
 
     def check(self, where: str) -> None:
         positive = {"max_length": self.max_length, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
@@ -81,6 +85,11 @@ class Training:
             raise RecipeError(f"{where}: set epochs > 0 or max_steps > 0.")
         if not 0 <= self.label_smoothing < 1:
             raise RecipeError(f"{where}: label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+        names = self.augment if isinstance(self.augment, list) else [self.augment]
+        unknown = [a for a in names if a not in IMAGE_AUGMENTATIONS]
+        if unknown or not isinstance(self.augment, list):
+            raise RecipeError(f"{where}: augment {(unknown or names)[0]!r} is not known; use a list of names from "
+                              f"{', '.join(IMAGE_AUGMENTATIONS)}.")
 
 
 @dataclass
@@ -223,7 +232,12 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{where}: [train] needs a [data] section with the training split.")
     if recipe.task == "text-generation" and recipe.train is not None and recipe.data.train.label is not None:
         raise RecipeError(f"{where}: a text-generation recipe trains on plain text; remove 'label' from [data.train].")
-    if recipe.task == "text-classification" and recipe.train is not None:
+    if recipe.task == "image-classification" and recipe.train is not None:
+        for split in (recipe.data.train, recipe.data.dev, recipe.data.test):
+            if split is not None and split.image is None:
+                raise RecipeError(f"{where}: the {split.path} split needs an 'image' column for image-classification "
+                                  "(such as image = \"image\").")
+    if recipe.task in ("text-classification", "image-classification") and recipe.train is not None:
         if not recipe.labels or len(set(recipe.labels)) != len(recipe.labels):
             raise RecipeError(f"{where}: a classifier needs 'labels', a list of distinct class names.")
         for split in (recipe.data.train, recipe.data.dev):

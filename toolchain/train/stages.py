@@ -5,38 +5,20 @@ writes an HF-style model dir."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from toolchain.data.texts import read_split
-from toolchain.export.source import resolve
 from toolchain.runtime.tasks import Unsupported
 from toolchain.train.fit import fit, save_model
+from toolchain.train.image_stage import train_image_classifier
 from toolchain.train.objectives import objective_of, pretrain_model
-from toolchain.train.recipe import Recipe, RecipeError, Split, Training
+from toolchain.train.recipe import Recipe, RecipeError, Training
+from toolchain.train.smoke import SMOKE, pretrained_dir, smoke_limit, smoke_settings
 from toolchain.train.tokenizers import train_tokenizer
 
 HELD_OUT = "heldout.txt"  # language models: the validation text, for the quantization gate
-SMOKE = {"examples": 64, "dev": 32, "steps": 3, "batch": 8, "max_length": 32}
-
-
-def pretrained_dir(recipe: Recipe) -> Path:
-    """The pretrained model's local dir; pickle-only weights and untrusted remote code are refused."""
-    return resolve(recipe.source.pretrained, trust_remote_code=recipe.source.trust_remote_code).path
-
-
-def smoke_settings(training: Training, smoke: bool) -> Training:
-    """TRAINING as is, or cut to a few short steps for a smoke run (--smoke)."""
-    if not smoke:
-        return training
-    return replace(training, max_steps=SMOKE["steps"], batch_size=SMOKE["batch"],
-                   max_length=min(training.max_length, SMOKE["max_length"]), logging_steps=1, save_steps=2)
-
-
-def smoke_limit(split: Split, smoke: bool, n: int) -> Split:
-    """SPLIT as is, or limited to N examples for a smoke run."""
-    return replace(split, limit=min(split.limit or n, n)) if smoke else split
 
 
 def pad_on_the_right(tok, config) -> None:
@@ -157,6 +139,7 @@ def causal_lm(recipe: Recipe, base: Path | None, out: Path, smoke: bool, progres
 STAGES: dict[str, Any] = {
     "text-classification": finetune,
     "text-generation": causal_lm,
+    "image-classification": train_image_classifier,
     "text2text-generation": Unsupported("encoder-decoders train as a [model] module (models/transformer-seq2seq.toml, "
                                          "models/lstm-seq2seq.toml); Hugging Face T5/BART/Marian export as they are"),
     "feature-extraction": Unsupported("embedding recipes export a pretrained sentence encoder as it is (models/minilm.toml); "

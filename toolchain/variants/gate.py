@@ -141,6 +141,19 @@ register(Gate("text2text-generation", 0.01, _translate_gate,
               lambda model, data: np.array(model.translate(data.texts), dtype=object)))
 
 
+def _images_of(data: TextSet) -> list:
+    """The image files of DATA, or one sentence saying which kind of file an image gate needs."""
+    if data.images is None:
+        raise ToolchainError(f"{data.path} holds texts, but an image model is gated on images; pass --calib a .tsv "
+                             "with an 'image' column of image files and a 'label' column (such as "
+                             "models/data/shapes/dev.tsv).")
+    return data.images
+
+
+# Image classifiers: accuracy against the labels, as text classifiers (agreement with fp32 without labels).
+register(Gate("image-classification", 0.01, _classify_gate, lambda model, data: model.scores(_images_of(data))))
+
+
 def gate_for(task: str) -> Gate:
     if task not in GATES:
         raise ToolchainError(f"no gate for task {task!r}; gates exist for {', '.join(GATES)}.")
