@@ -67,20 +67,23 @@ def _image_call(manifest: Manifest, name: str, batch: int) -> tuple[int, Callabl
     return manifest.preprocess.height, call
 
 
+# The timed call per runtime method (the encoder tasks' one run on ready feeds by default):
+# make(manifest, first variant, batch, seq) -> (the shape's seq, call(model) -> units timed).
+CALLS: dict[str, Callable[..., tuple[int, Callable]]] = {
+    "generate": lambda manifest, name, batch, seq: _decoder_call(manifest, batch),
+    "translate": lambda manifest, name, batch, seq: _translate_call(manifest, batch),
+    "classify_image": lambda manifest, name, batch, seq: _image_call(manifest, name, batch),
+}
+
+
 def measure_variants(manifest: Manifest, names: list[str], batch: int = REFERENCE_SHAPE[0],
                      seq: int = REFERENCE_SHAPE[1], runs: int = 30, provider: str = "cpu",
                      threads: int | None = None) -> dict[str, dict[str, Any]]:
     """p50/p95 of several variants in this process, in alternating blocks so machine noise hits all alike
     (whole blocks, not single calls: alternating every call would evict each model's weights from cache)."""
     models = {n: open_variant(manifest, n, provider=provider, threads=threads) for n in names}
-    if task_of(manifest).method == "generate":
-        seq, call = _decoder_call(manifest, batch)
-    elif task_of(manifest).method == "translate":
-        seq, call = _translate_call(manifest, batch)
-    elif task_of(manifest).method == "classify_image":
-        seq, call = _image_call(manifest, names[0], batch)
-    else:
-        seq, call = _encoder_call(manifest, names[0], batch, seq)
+    make = CALLS.get(task_of(manifest).method, _encoder_call)
+    seq, call = make(manifest, names[0], batch, seq)
     times: dict[str, list[float]] = {n: [] for n in names}
     block = 5
     for _ in range(max(1, -(-runs // block))):
