@@ -23,7 +23,8 @@ def build_tiny_vit(out: Path, side: int = SIDE, processor: dict | None = None) -
     transformers.ViTForImageClassification(config).eval().save_pretrained(str(out), safe_serialization=True)
     settings = processor or {"size": {"height": side, "width": side}, "image_mean": [0.5, 0.4, 0.3],
                              "image_std": [0.2, 0.25, 0.3]}
-    transformers.ViTImageProcessor(**settings).save_pretrained(str(out))
+    processor_out = transformers.ViTImageProcessor(**settings)
+    processor_out.save_pretrained(str(out))
     return out
 
 

@@ -27,6 +27,7 @@ from toolchain.runtime.errors import SourceError
 from toolchain.runtime.manifest import read_manifest
 
 ARCHS = ("gru", "lstm", "transformer")
+OWN_CODE = True  # the tiny modules are this test suite's own code: trusted on purpose (tests/test_security.py)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def exported(tmp_path_factory):
         if arch not in made:
             src = tiny.write_module_dir(root / f"{arch}-src", f"build_{arch}")
             made[arch] = (src, root / f"{arch}-art")
-            export(src, made[arch][1], trust_remote_code=True)
+            export(src, made[arch][1], trust_remote_code=OWN_CODE)
         return made[arch]
 
     return get
@@ -86,7 +87,7 @@ def test_export_parity_and_runtime(exported, arch):
 def test_module_reading_padding_fails_parity(tmp_path):
     src = tiny.write_module_dir(tmp_path / "src", "build_reads_padding", weights_from="build_gru")
     with pytest.raises(ParityError, match="a padded batch differs from each item alone"):
-        export(src, tmp_path / "art", trust_remote_code=True)
+        export(src, tmp_path / "art", trust_remote_code=OWN_CODE)
     assert not (tmp_path / "art").exists()
 
 
@@ -122,7 +123,7 @@ def test_wrong_graph_fails_parity(exported, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch_export, "run_dynamo", shifted)
     with pytest.raises(ParityError, match=r"max \|onnx - torch\| = 0\.05"):
-        export(src, tmp_path / "art", trust_remote_code=True)
+        export(src, tmp_path / "art", trust_remote_code=OWN_CODE)
     assert not (tmp_path / "art").exists()
 
 
@@ -133,7 +134,7 @@ def test_torchscript_fallback_is_recorded(exported, tmp_path, monkeypatch):
         raise RuntimeError("dynamo cannot trace this")
 
     monkeypatch.setattr(torch_export, "run_dynamo", no_dynamo)
-    manifest = export(src, tmp_path / "art", trust_remote_code=True)
+    manifest = export(src, tmp_path / "art", trust_remote_code=OWN_CODE)
     assert (manifest["exporter"], manifest["exporter_method"]) == ("torch", "torchscript")
     assert manifest["exporter_fallback"] == "dynamo: dynamo cannot trace this"
     assert read_manifest(tmp_path / "art").exporter_info.method == "torchscript"
@@ -152,7 +153,7 @@ def test_dynamo_graph_with_a_fixed_axis_falls_back(exported, tmp_path, monkeypat
         return real(module, fixed, *args)
 
     monkeypatch.setattr(torch_export, "run_dynamo", static)
-    manifest = export(src, tmp_path / "art", trust_remote_code=True)
+    manifest = export(src, tmp_path / "art", trust_remote_code=OWN_CODE)
     assert manifest["exporter_method"] == "torchscript"
     assert manifest["exporter_fallback"].startswith("dynamo: the graph fixed dynamic axes to the example's sizes: "
                                                     "input_ids axis 0 (batch) = 2, input_ids axis 1 (sequence) = 5")
@@ -167,7 +168,7 @@ def test_dynamo_graph_with_a_fixed_axis_falls_back(exported, tmp_path, monkeypat
 def test_bad_entry_points(tmp_path, builder, match, capsys):
     src = tiny.write_module_dir(tmp_path / "src", builder, weights_from="build_gru")
     with pytest.raises(ToolchainError, match=match) as info:
-        export(src, tmp_path / "art", trust_remote_code=True)
+        export(src, tmp_path / "art", trust_remote_code=OWN_CODE)
     assert "\n" not in str(info.value) and str(info.value).endswith(".")
     assert main(["export", str(src), "--out", str(tmp_path / "art"), "--trust-remote-code"]) == EXIT_USER_ERROR
     err = capsys.readouterr().err
@@ -180,7 +181,7 @@ def test_labels_must_name_every_class(tmp_path):
     record = json.loads((src / MODULE_FILE).read_text())
     (src / MODULE_FILE).write_text(json.dumps({**record, "labels": ["only-one"]}))
     with pytest.raises(SourceError, match=r"names labels \['only-one'\] for a module with 2 classes; write one label"):
-        export(src, tmp_path / "art", trust_remote_code=True)
+        export(src, tmp_path / "art", trust_remote_code=OWN_CODE)
     assert not (tmp_path / "art").exists()
 
 
@@ -189,22 +190,22 @@ def test_entry_point_that_cannot_be_imported(tmp_path):
     record = json.loads((src / MODULE_FILE).read_text())
     (src / MODULE_FILE).write_text(json.dumps({**record, "entry": "no_such_package_xyz.models:build"}))
     with pytest.raises(SourceError, match="'no_such_package_xyz.models:build' cannot be imported"):
-        export(src, tmp_path / "art", trust_remote_code=True)
+        export(src, tmp_path / "art", trust_remote_code=OWN_CODE)
     assert not (tmp_path / "art").exists()
 
 
 def test_task_must_agree_and_pickles_are_refused(exported, tmp_path):
     src, _ = exported("gru")
-    assert resolve(src, trust_remote_code=True).kind == "module"
-    assert resolve(src, trust_remote_code=True).task == "text-classification"
+    assert resolve(src, trust_remote_code=OWN_CODE).kind == "module"
+    assert resolve(src, trust_remote_code=OWN_CODE).task == "text-classification"
     with pytest.raises(SourceError, match="trained for 'text-classification', not 'feature-extraction'; pass --task"):
-        export(src, tmp_path / "art", task="feature-extraction", trust_remote_code=True)
+        export(src, tmp_path / "art", task="feature-extraction", trust_remote_code=OWN_CODE)
     pickled = tmp_path / "pickled"
     shutil.copytree(src, pickled)
     (pickled / WEIGHTS_FILE).unlink()
     (pickled / "model.pt").write_bytes(b"a pickle, never loaded")
     with pytest.raises(SourceError, match="only in pickle format"):
-        export(pickled, tmp_path / "art", trust_remote_code=True)
+        export(pickled, tmp_path / "art", trust_remote_code=OWN_CODE)
     assert not (tmp_path / "art").exists()
 
 
@@ -255,7 +256,7 @@ def test_readme_example_exports(tmp_path):
     save_file(module.state_dict(), str(src / WEIGHTS_FILE))
     record = module_dir_record(entry, config, "text-classification", tiny.LABELS, 32, 0, tmp_path)
     (src / MODULE_FILE).write_text(json.dumps(record), encoding="utf-8")
-    manifest = export(src, tmp_path / "art", trust_remote_code=True)
+    manifest = export(src, tmp_path / "art", trust_remote_code=OWN_CODE)
     _exported_with_torch(manifest, dynamo_only=False)
     assert manifest["variants"]["fp32"]["metrics"]["parity"]["tokens_match"]
 
@@ -272,7 +273,7 @@ def test_a_module_dir_built_by_outside_code_needs_trust(tmp_path, exported):
     with pytest.raises(SourceError, match="--trust-remote-code"):
         ModuleReference(src, "text-classification")
     record = json.loads((src / MODULE_FILE).read_text())
-    assert resolve(src, trust_remote_code=True).remote_code
+    assert resolve(src, trust_remote_code=OWN_CODE).remote_code
     record["entry"] = "toolchain.train.modules.gru:build"  # this package's own code: trusted as it is
     (src / MODULE_FILE).write_text(json.dumps(record))
     assert not resolve(src).remote_code

@@ -70,6 +70,17 @@ def test_unsupported_architecture_is_refused_before_any_work(tmp_path, monkeypat
     assert ". " not in str(refused.value)  # one sentence
 
 
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def test_deepseek_v3_experts_survive_the_trace_and_a_lost_expert_is_blamed_on_the_graph(tmp_path, monkeypatch):
     from toolchain.export import patches
 
@@ -77,6 +88,7 @@ def test_deepseek_v3_experts_survive_the_trace_and_a_lost_expert_is_blamed_on_th
     manifest = export(src, tmp_path / "art", task="text-generation", exporter="optimum")
     assert manifest["variants"]["fp32"]["metrics"]["parity"]["tokens_match"]
     monkeypatch.setattr(patches, "TRACE_PATCHES", {})  # optimum's trace as it is: experts the dummy skipped are gone
+    seed_everything(3)  # optimum's dummy inputs are random; with this seed they miss an expert (order-independent)
     with pytest.raises(ParityError, match="the graph is wrong, not the reference"):
         export(src, tmp_path / "art2", task="text-generation", exporter="optimum")
 

@@ -70,8 +70,10 @@ def test_int8_quantizes_each_component_and_is_gated(bart, tmp_path):
     quantized = {"every component quantized": ["decoder", "encoder"], "decoder quantized (encoder kept in fp32)":
                  ["decoder"], "encoder quantized (decoder kept in fp32)": ["encoder"]}[report.plan]
     for component in ("encoder", "decoder"):  # quantized: a new file; kept in fp32: the fp32 file, shared
-        want = f"{component}.int8.onnx" if component in quantized else f"{component}.onnx"
-        assert int8[component]["file"] == want
+        if component in quantized:  # a name no other variant uses (a hash is added where one was taken)
+            assert int8[component]["file"].startswith(f"{component}.int8.")
+        else:
+            assert int8[component]["file"] == f"{component}.onnx"
     assert load(art, variant="int8").translate("the plot", max_new_tokens=4) is not None
 
 

@@ -44,10 +44,10 @@ def tokenizer(family: str, out: Path):
     names = {"pad_token": "<pad>", "eos_token": eos, "unk_token": "<unk>"}
     if "<s>" in specials:
         names["bos_token"] = "<s>"
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=64,
-                                   model_input_names=["input_ids", "attention_mask"], **names)
-    fast.save_pretrained(str(out))
-    return fast
+    tok_fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=64,
+                                       model_input_names=["input_ids", "attention_mask"], **names)
+    tok_fast.save_pretrained(str(out))
+    return tok_fast
 
 
 def _config(family: str, vocab_size: int):

@@ -37,6 +37,10 @@ def test_every_training_recipe_smoke_trains_loads_and_exports(path, tmp_path):
     elif recipe.model is not None:  # a user's own nn.Module: a module dir (export/modules.py), not an HF model dir
         assert read_module_dir(out).labels == ["negative", "positive"]
         assert 0.0 <= metrics["dev_accuracy"] <= 1.0 and metrics["train_examples"] == 64
+    elif recipe.task == "image-classification":  # an HF image classifier with its image processor
+        model = transformers.AutoModelForImageClassification.from_pretrained(str(out))
+        assert model.config.model_type == recipe.source.architecture
+        assert (out / "preprocessor_config.json").is_file() and 0.0 <= metrics["dev_accuracy"] <= 1.0
     elif recipe.task == "text-classification":
         model = transformers.AutoModelForSequenceClassification.from_pretrained(str(out))
         assert model.config.id2label == {0: "negative", 1: "positive"}
@@ -52,7 +56,8 @@ def test_every_training_recipe_smoke_trains_loads_and_exports(path, tmp_path):
         assert result.metrics["pretrain"]["objective"] == recipe.pretrain.objective
     assert not (tmp_path / "model.checkpoints").exists()  # removed once the model is written
     manifest = export(out, tmp_path / "art", task=recipe.task)
-    assert manifest["labels"] == (["negative", "positive"] if recipe.task == "text-classification" else None)
+    assert manifest["labels"] == (["negative", "positive"] if recipe.task == "text-classification"
+                                  else recipe.labels if recipe.task == "image-classification" else None)
 
 
 @pytest.fixture

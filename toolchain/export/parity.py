@@ -155,12 +155,17 @@ def _encoder_parity(model, variant: str, reference: Reference, atol: float) -> P
     else:
         diff = float(np.abs(onnx_out - torch_out).max())
     ours = [list(row[m.astype(bool)]) for row, m in zip(feeds["input_ids"], mask)]
-    tokens_match = ours == reference.token_ids(PARITY_TEXTS, model.manifest.max_length)
+    tokens_match = same_ids(ours, reference, model)
     alone = _alone_diff(onnx_out, feeds, mask, reference, spec.output) if onnx_out.shape == torch_out.shape else diff
     diagnosis = which_is_wrong(reference, [(feeds, onnx_out, mask if onnx_out.ndim == 3 else None)], spec.output,
                                atol) if atol < diff < float("inf") else ""
     return ParityResult(variant, atol, diff, tokens_match, bool(max(diff, alone) <= atol and tokens_match),
                         padding_diff=alone, diagnosis=diagnosis)
+
+
+def same_ids(ours: list, reference: Any, model: Any) -> bool:
+    """The runtime's token ids of PARITY_TEXTS equal the PyTorch side's tokenizer's."""
+    return ours == reference.token_ids(PARITY_TEXTS, model.manifest.max_length)
 
 
 def _unpadded_parity(model, variant: str, reference: Reference, atol: float, output: str) -> ParityResult:
@@ -174,7 +179,7 @@ def _unpadded_parity(model, variant: str, reference: Reference, atol: float, out
         same = onnx_out.shape == torch_out.shape
         diff = max(diff, float(np.abs(onnx_out - torch_out).max()) if same else float("inf"))
         ours.append(list(feeds["input_ids"][0]))
-    tokens_match = ours == reference.token_ids(PARITY_TEXTS, model.manifest.max_length)
+    tokens_match = same_ids(ours, reference, model)
     return ParityResult(variant, atol, diff, tokens_match, bool(diff <= atol and tokens_match))
 
 
