@@ -195,16 +195,20 @@ def test_bad_artifact_is_a_toolchain_error(tmp_path):
         demo([tmp_path / "nope"], block=False)
 
 
-@pytest.fixture(scope="module")
-def generation(tiny_decoder):
+def serving(art: Path):
+    """(ART, a client of a demo serving only it) for a module-scoped fixture; the demo closes after."""
     from toolchain.serve.app import demo
 
-    _, art = tiny_decoder("llama")
     app = demo([art], port=free_port(), block=False, progress=lambda m: None)
     try:
         yield art, gradio_client.Client(app.local_url, verbose=False)
     finally:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def generation(tiny_decoder):
+    yield from serving(tiny_decoder("llama")[1])
 
 
 def test_generate_streams_the_runtimes_text(generation):
@@ -230,14 +234,7 @@ def test_generate_bad_input_and_compare(generation):
 
 @pytest.fixture(scope="module")
 def translation(tiny_seq2seq):
-    from toolchain.serve.app import demo
-
-    _, art = tiny_seq2seq
-    app = demo([art], port=free_port(), block=False, progress=lambda m: None)
-    try:
-        yield art, gradio_client.Client(app.local_url, verbose=False)
-    finally:
-        app.close()
+    yield from serving(tiny_seq2seq[1])
 
 
 def test_translate_serves_the_runtimes_output(translation):

@@ -263,8 +263,9 @@ def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, ref
     graph, info = built if isinstance(built, tuple) else (built, ExporterInfo(exporter.name))
     components = _take_graphs(graph if isinstance(graph, dict) else {MODEL: graph}, work, tmp)
     files = [tmp / c.file for c in components.values()]
-    inputs, _, opset_used = _io(files[0])  # an encoder-decoder: the encoder's inputs, the decoder's outputs
-    outputs = _io(files[-1])[1]
+    inputs, outputs, opset_used = _io(files[0])
+    if len(files) > 1:  # an encoder-decoder: the encoder's inputs, the decoder's outputs
+        outputs = _io(files[-1])[1]
     fields = SOURCE_FIELDS[source.kind](source, reference, settings.task, tmp)
     manifest = {
         "schema_version": SCHEMA_VERSION,
