@@ -49,6 +49,12 @@ def test_sampled_architecture_exports_validates_and_serves(slot, coverage_sample
     replay = f"replay with TOOLCHAIN_COVERAGE_SEED={seed}"
     if outcome.status == "optimum-failed":
         pytest.xfail(f"optimum itself cannot export {model_type} for {task} ({outcome.error}); {replay}")
+    from toolchain.export.families import UNSUPPORTED
+
+    if model_type in UNSUPPORTED:  # refused on purpose: one sentence naming the architecture, at export
+        assert outcome.status == "failed" and outcome.stage == "export", replay
+        assert f"{model_type} models cannot be exported" in outcome.error and "\n" not in outcome.error, replay
+        return
     assert outcome.status == "passed", f"{model_type}/{task} failed at {outcome.stage}: {outcome.error} ({replay})"
     if task == "feature-extraction":
         assert outcome.cosine >= sweep.MIN_COSINE
