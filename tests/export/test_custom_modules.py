@@ -227,12 +227,27 @@ def test_bench_vs_pytorch(exported, tmp_path):
 
     _, shared = exported("gru")
     art = shutil.copytree(shared, tmp_path / "art")
-    report = bench(art, real=True, runs=2, batches=(1, 2), seqs=(8,))
+    report = bench(art, real=True, runs=2, batches=(1, 2), seqs=(8,), trust_remote_code=OWN_CODE)
     assert set(report["rows"]) == {"fp32", "pytorch"}, report["notes"]
     torch_row = report["rows"]["pytorch"]
     assert [(s["batch"], s["seq"]) for s in torch_row["shapes"]] == [(1, 8), (2, 8)]
     assert torch_row["real"]["sentences_per_s"] > 0
     assert torch_row["bytes"] == (shared.parent / "gru-src" / WEIGHTS_FILE).stat().st_size
+
+
+def test_bench_vs_pytorch_needs_trust_for_outside_code(exported, tmp_path, capsys):
+    """The PyTorch baseline imports the module dir's entry point: outside the toolchain it runs only when
+    trusted (as export and validate ask); without --vs-pytorch nothing is imported and the bench runs."""
+    from toolchain.bench.core import bench
+
+    _, shared = exported("gru")
+    art = shutil.copytree(shared, tmp_path / "art")
+    with pytest.raises(SourceError, match=r"tiny_torch_modules:build_gru.*--trust-remote-code"):
+        bench(art, runs=2, batches=(1,), seqs=(8,))
+    assert main(["bench", str(art), "--vs-pytorch", "--runs", "2", "--batch", "1", "--seq", "8"]) == EXIT_USER_ERROR
+    assert "--trust-remote-code" in capsys.readouterr().err
+    report = bench(art, vs_pytorch=False, real=False, runs=2, batches=(1,), seqs=(8,))
+    assert set(report["rows"]) == {"fp32"}
 
 
 def test_readme_example_exports(tmp_path):

@@ -24,6 +24,8 @@ from toolchain.bench.measure import measure_variants, record_latency
 from toolchain.bench.report import build_report, write_chart, write_outputs
 from toolchain.bench.report import format_table as format_rows
 from toolchain.bench.settings import Settings, check_settings, positive_ints, task_of
+from toolchain.export.modules import is_module_dir, read_module_dir, runs_own_code
+from toolchain.runtime.errors import SourceError
 from toolchain.runtime.manifest import Manifest, read_manifest
 from toolchain.runtime.providers import CudaOptions
 
@@ -48,13 +50,17 @@ class Request:
 
 def bench(artifact, variants=None, batches=(1, 8, 32), seqs=(16, 128), provider="cpu", vs_pytorch=True,
           real=True, runs=20, threads=None, json_path=None, chart_path=None, progress=lambda msg: None,
-          cuda=None) -> dict:
+          cuda=None, trust_remote_code=False) -> dict:
     """Measure every (or the named) variant of ARTIFACT at each batch x seq and write JSON, chart and manifest.
 
     Decoders and encoder-decoders are measured at each batch only (seqs does not apply: they generate up to a
     fixed number of new tokens). provider="cuda" refuses at once where CUDA cannot start, and adds PyTorch
-    fp16 eager on the GPU; cuda: CudaOptions or a dict of its fields (device_id, gpu_mem_limit, ...)."""
+    fp16 eager on the GPU; cuda: CudaOptions or a dict of its fields (device_id, gpu_mem_limit, ...).
+    The PyTorch baseline of an artifact exported from someone's own nn.Module imports that module's code, so
+    it runs only with trust_remote_code=True (as export and validate ask)."""
     manifest = read_manifest(artifact)
+    if vs_pytorch and not trust_remote_code:
+        refuse_untrusted_module(manifest)
     cuda = CudaOptions.coerce(cuda).to_dict()
     if provider == "cuda":
         cuda_bench.require_cuda(cuda)
@@ -63,6 +69,18 @@ def bench(artifact, variants=None, batches=(1, 8, 32), seqs=(16, 128), provider=
     report, settings = run(manifest, request)
     write_outputs(report, settings, json_path, chart_path)
     return report
+
+
+def refuse_untrusted_module(manifest: Manifest) -> None:
+    """Refuse to import a module dir's entry point from outside the toolchain unless the caller trusts it."""
+    src = manifest.source.path
+    if manifest.source.kind != "module" or not src or not is_module_dir(src):
+        return
+    entry = read_module_dir(src).entry
+    if runs_own_code(entry):
+        raise SourceError(f"the PyTorch baseline would import and run {entry} from {src}, code outside the "
+                          "toolchain; pass --trust-remote-code (trust_remote_code=True) only if you trust its "
+                          "authors, or bench without --vs-pytorch.")
 
 
 def format_table(report: dict) -> str:

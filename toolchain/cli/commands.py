@@ -119,7 +119,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     report = bench(args.dir, variants=args.variants, batches=args.batch, seqs=args.seq, provider=args.provider,
                    vs_pytorch=args.vs_pytorch, real=not args.no_real, runs=args.runs, threads=args.threads,
-                   json_path=args.json_out, progress=_say, cuda=_cuda_options(args))
+                   json_path=args.json_out, progress=_say, cuda=_cuda_options(args),
+                   trust_remote_code=args.trust_remote_code)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 

@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     add_cuda_arguments(p)
     p.add_argument("--vs-pytorch", action="store_true", help="measure PyTorch eager in the same run as the baseline")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the PyTorch baseline import the artifact's own nn.Module code (a module dir whose entry "
+                        "point is outside the toolchain); only for code whose authors you trust")
     p.add_argument("--no-real", action="store_true", help="skip the real-sentences (batch 32, dynamic padding) scenario")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--threads", type=int, default=None)

@@ -51,7 +51,8 @@ def build(recipe: str | Path | Recipe, out: str | Path | None = None, smoke: boo
     calib = str(eval_data.path) if eval_data is not None else None
     _variant_steps(recipe, out, calib, smoke, steps, progress, trust)
     progress("[bench]")
-    report = bench(out, vs_pytorch=True, progress=progress, **bench_settings(smoke, manifest["max_length"]))
+    report = bench(out, vs_pytorch=True, progress=progress, trust_remote_code=trust,
+                   **bench_settings(smoke, manifest["max_length"]))
     rows = _rows(out, eval_data, report)
     fine = steps["train"].get("finetune", {}) if isinstance(steps["train"], dict) else {}
     ok = fine.get("reached_min_accuracy", True) is not False
