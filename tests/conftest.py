@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tiny_caption import caption_artifact, captions_dev, tiny_captioner  # noqa: F401  session fixtures, built once
 from suite_policy import (  # noqa: F401  hooks: no silent skips under CI=true, the random-order seed at the end
     on_ci,
     pytest_make_collect_report,

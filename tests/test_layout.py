@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "toolchain"
 # bottom -> top: a module may import its own layer and the layers below it, never one above
-LAYERS = ("runtime", "artifact", "data", "export", "train", "bench", "variants", "serve", "pipeline", "cli")
+LAYERS = ("runtime", "artifact", "data", "export", "train", "bench", "variants", "serve", "fleet", "web", "pipeline", "sweep", "cli")
 BOTTOM, TOP = "", "__main__"  # the package's own __init__ (below everything) and `python -m toolchain`
 
 

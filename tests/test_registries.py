@@ -20,10 +20,12 @@ def registries() -> dict[str, tuple[dict, type | None]]:
     from toolchain.serve.tabs import TABS, Tab
     from toolchain.train.stages import STAGES
     from toolchain.variants.gate import GATES, Gate
+    from toolchain.web.pages import PAGES, Page
 
     return {"runtime class (runtime RUNTIMES)": (RUNTIMES, Model), "parity check (export PARITY)": (PARITY, None),
             "gate (variants GATES)": (GATES, Gate), "training stage (train STAGES)": (STAGES, None),
-            "CLI printer (cli PRINTERS)": (PRINTERS, None), "demo tab (serve TABS)": (TABS, Tab)}
+            "CLI printer (cli PRINTERS)": (PRINTERS, None), "demo tab (serve TABS)": (TABS, Tab),
+            "in-browser page (web PAGES)": (PAGES, Page)}
 
 
 def missing_entries(tasks=None, regs=None) -> list[str]:

@@ -133,6 +133,10 @@ CASES = {
     "bench-unknown-provider": ("bench {art} --provider tpu", "invalid choice: 'tpu'", True),
     # train
     "train-missing-recipe": ("train {missing}.toml", "does not exist", False),
+    "train-nproc-zero": ("train {recipes}/nodata.toml --nproc 0 --out {out}", "at least 1", False),
+    "serve-missing-dir": ("serve {missing}", "is not an artifact directory", False),
+    "map-missing-dir": ("map {missing} --input {file} --output {out}.parquet", "is not an artifact directory", False),
+    "web-missing-dir": ("web {missing} --out {out}", "is not an artifact directory", False),
     "train-unknown-key": ("train {recipes}/unknown_key.toml", "unknown key 'flavour'", False),
     "train-invalid-toml": ("train {recipes}/invalid.toml", "is not valid TOML", False),
     "train-missing-data": ("train {recipes}/nodata.toml --out {out}", "train.tsv does not exist", False),
@@ -146,6 +150,10 @@ CASES = {
     "build-missing-recipe": ("build {missing}.toml", "does not exist", False),
     "build-unknown-architecture": ("build {recipes}/bad_arch.toml", "architecture 'lstm' is not known", False),
     "build-bad-value": ("build {recipes}/bad_value.toml", "batch_size must be positive", False),
+    # sweep
+    "sweep-missing-recipe": ("sweep {missing}.toml --sizes 64x1,128x1", "does not exist", False),
+    "sweep-bad-sizes": ("sweep {recipes}/nodata.toml --sizes hidden=64,abc --out {out}", "'abc' is not a positive integer",
+                        False),
     # demo (each fails before anything listens)
     "demo-missing-dir": ("demo {missing}", "is not an artifact directory", False),
     "demo-not-an-artifact": ("demo {empty}", "manifest.json is missing", False),

@@ -41,6 +41,10 @@ def test_every_training_recipe_smoke_trains_loads_and_exports(path, tmp_path):
         model = transformers.AutoModelForImageClassification.from_pretrained(str(out))
         assert model.config.model_type == recipe.source.architecture
         assert (out / "preprocessor_config.json").is_file() and 0.0 <= metrics["dev_accuracy"] <= 1.0
+    elif recipe.task == "image-to-text":  # an HF vision encoder-decoder with its caption tokenizer and image processor
+        model = transformers.AutoModelForImageTextToText.from_pretrained(str(out))
+        assert model.config.model_type == recipe.source.architecture and (out / "tokenizer.json").is_file()
+        assert (out / "preprocessor_config.json").is_file() and 0.0 <= metrics["test_seen_exact_match"] <= 1.0
     elif recipe.task == "text-classification":
         model = transformers.AutoModelForSequenceClassification.from_pretrained(str(out))
         assert model.config.id2label == {0: "negative", 1: "positive"}

@@ -69,3 +69,16 @@ def test_cpu_flags_reads_flags_line(monkeypatch, tmp_path):
 def test_cpu_flags_without_cpuinfo(monkeypatch, tmp_path):
     monkeypatch.setattr(hardware, "Path", lambda p: tmp_path / "missing")
     assert hardware.cpu_flags() == set()
+
+
+def test_row_formats_never_saturate_where_vnni_is_missing():
+    from toolchain.variants.hardware import exact_on
+    from toolchain.variants.rowquant import WEIGHT_FORMATS
+
+    for name in ("avx2", "avx512", "generic"):
+        assert set(preset_for(name).row_weights) == {"u8u8", "u8s8-7bit"}
+        assert all(exact_on(f, name) for f in preset_for(name).row_weights)
+    assert preset_for("avx512-vnni").row_weights == ("u8s8",) and exact_on("u8s8", "avx512-vnni")
+    assert not exact_on("u8s8", "avx2") and exact_on("u8s8", "arm64")
+    for preset in PRESETS.values():
+        assert set(preset.row_weights) <= set(WEIGHT_FORMATS)

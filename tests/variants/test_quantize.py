@@ -13,7 +13,8 @@ import pytest
 
 from toolchain.variants import quantize as qmod
 from toolchain.variants.hardware import preset_for
-from toolchain.variants.quantize import MODES, candidates, exclusion_ladder, quantize
+from toolchain.variants.quantize import MODES, candidates, quantize
+from toolchain.variants.rowquant import WEIGHT_FORMATS, quantizable
 from toolchain.runtime import ToolchainError, load
 from toolchain.runtime.manifest import sha256_file
 
@@ -126,7 +127,7 @@ def test_int8_variant_written_and_listed(int8_runs, task):
     # quantized: int8 initializers and integer ops, smaller than fp32
     graph = onnx.load(str(path)).graph
     assert any(i.data_type == onnx.TensorProto.INT8 for i in graph.initializer)
-    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear", "MatMulNBits") for n in graph.node)
+    assert any(n.op_type == "MatMulIntegerToFloat" for n in graph.node)  # per-row int8 (rowquant.py)
     assert v["components"]["model"]["bytes"] < before["variants"]["fp32"]["components"]["model"]["bytes"]
     _assert_consistent(art)
 
@@ -155,18 +156,26 @@ def test_int8_manifest_metrics(int8_runs, task):
     _gate_agrees(gate, v["passed"])
     assert v["tolerance"]["max_drop"] == (0.005 if task == "feature-extraction" else 0.01)  # the default applied
     target = preset_for(None)
-    assert q["mode"] == "int8-dynamic" and q["target"] == target.target
-    assert q["reduce_range"] == target.reduce_range and q["per_channel"] == target.per_channel
-    plans = candidates(MODES["int8-dynamic"], art / "model.onnx")
-    assert len(plans) == 7  # nothing kept, then 2 ladder steps x 3 ways to keep the layers
-    assert [t["plan"] for t in q["tried"]] == [p.label for p in plans]
+    assert q["mode"] == "int8-dynamic" and q["target"] == target.target and q["per_channel"] == target.per_channel
+    assert q["weights"] in target.row_weights and q["reduce_range"] == WEIGHT_FORMATS[q["weights"]].reduce_range
+    # the measured search: per weight format a ranking of every projection, then plans keeping its head in fp32
+    assert set(q["sensitivity"]) == {t["weights"] for t in q["tried"]}
+    graph = onnx.load(str(art / "model.onnx")).graph
+    for fmt, ranking in q["sensitivity"].items():
+        assert sorted(r["node"] for r in ranking) == sorted(n.name for n in quantizable(graph))
+        assert [r["error"] for r in ranking] == sorted((r["error"] for r in ranking), reverse=True)
+        rows = [t for t in q["tried"] if t["weights"] == fmt]
+        assert rows[0]["plan"] == f"{fmt}: all layers quantized"
     assert q["tried"] == report.tried
     for t in q["tried"]:
-        assert isinstance(t["passed"], bool) and t["bytes"] > 0 and t["keep"] in qmod.KEEP
+        assert isinstance(t["passed"], bool) and t["bytes"] > 0
         assert ("p50_ms" in t) is t["passed"]
     assert q["plan"] == report.plan and q["plan"] in [t["plan"] for t in q["tried"]]
-    chosen = next(p for p in plans if p.label == q["plan"])
-    assert q["kept_nodes"] == chosen.exclude and q["kept_as"] == chosen.keep
+    top = [r["node"] for r in q["sensitivity"][q["weights"]]]
+    assert q["kept_nodes"] == top[: len(q["kept_nodes"])]  # the most sensitive first
+    assert q["why"] == report.why and q["why"]
+    inv = v["metrics"]["batch_invariance"]
+    assert inv == report.batch_invariance and inv["invariant"] is True and inv["max_abs_diff"] <= inv["tolerance"]
 
 
 @pytest.mark.parametrize("task", ["feature-extraction", "text-classification"])
@@ -225,7 +234,11 @@ def test_zero_budget_rejects_int8_but_keeps_it(tiny_artifact, calib, tmp_path):
     assert (art / v["components"]["model"]["file"]).is_file()  # kept for inspection
     _gate_agrees(v["metrics"]["gate"], False)
     tried = v["metrics"]["quantization"]["tried"]
-    assert len(tried) == 7 and not any(t["passed"] for t in tried)
+    ranked = len(quantizable(onnx.load(str(art / "model.onnx")).graph))
+    counts = [0, 1, 2, 4, 8, 16, 32][: 1 + next(i for i, k in enumerate([0, 1, 2, 4, 8, 16, 32]) if k >= ranked)]
+    per_format = [0 if "all layers" in t["plan"] else int(t["plan"].split(": ")[1].split()[0]) for t in tried]
+    assert per_format == (counts[:-1] + [ranked]) * len(v["metrics"]["quantization"]["sensitivity"])
+    assert not any(t["passed"] for t in tried)
     score = {t["plan"]: t["mean_cosine"] + t["min_cosine"] for t in tried}  # rounded to 5 places in the rows
     assert score[v["metrics"]["quantization"]["plan"]] >= max(score.values()) - 2e-5  # the closest one is kept
     _assert_consistent(art)
@@ -292,9 +305,8 @@ def test_candidates_per_mode(tiny_artifact):
     assert [p.label for p in candidates(MODES["fp16"], src)] == ["as converted"]
     plans = candidates(MODES["int4"], src)
     assert [len(p.exclude) for p in plans] == [0, 2, 4] and {p.keep for p in plans} == {"fp32"}
-    plans = candidates(MODES["int8-dynamic"], src)
-    assert [len(p.exclude) for p in plans] == [0, 2, 2, 2, 4, 4, 4]
-    assert [p.keep for p in plans[1:4]] == list(qmod.KEEP)
+    plans = candidates(MODES["int8-dynamic"], src, preset_for("avx2"))  # two weight formats x the ladder
+    assert [(p.weights, len(p.exclude)) for p in plans] == [(f, k) for f in ("u8u8", "u8s8-7bit") for k in (0, 2, 4)]
 
 
 # -- replacing and crashing --------------------------------------------------------------------------------
@@ -307,12 +319,12 @@ def test_requantize_replaces_variant(tiny_artifact, calib, tmp_path, fast_timing
         assert sorted(data["variants"]) == ["fp32", "int8"]
         v = data["variants"]["int8"]
         q = v["metrics"]["quantization"]
-        assert q["target"] == target and q["reduce_range"] == preset_for(target).reduce_range
+        assert q["target"] == target and q["weights"] in preset_for(target).row_weights
         shas.append(v["components"]["model"]["sha256"])
         files.append(v["components"]["model"]["file"])
         assert _onnx_files(art) == {"model.onnx", v["components"]["model"]["file"]}  # the replaced file is gone
         _assert_consistent(art)
-    assert shas[0] != shas[1]  # 7-bit weights for avx2: a different file
+    assert shas[0] != shas[1]  # uint8 or 7-bit weights for avx2: a different file
     assert shas[2] == shas[0]  # the same settings give the same bytes again
     assert files[0] != files[1] and files[1] != files[2]  # a new file never overwrites the one still listed
 
@@ -344,17 +356,17 @@ def test_crash_mid_build_leaves_no_trace(tiny_artifact, calib, tmp_path, fast_ti
 
     def flaky(src, dst, preset, plan):
         calls.append(plan.label)
-        if len(calls) == 3:  # after two candidates were built and gated
+        if len(calls) == 2:  # after one candidate was built and gated
             raise exc
         spec.build(src, dst, preset, plan)
 
     monkeypatch.setitem(MODES, "int8-dynamic", dataclasses.replace(spec, build=flaky))
     expected = ToolchainError if isinstance(exc, Exception) else KeyboardInterrupt
     with pytest.raises(expected) as err:
-        quantize(art, "int8-dynamic", calib=calib["txt"], limit=16)
+        quantize(art, "int8-dynamic", calib=calib["txt"], limit=16, target="avx2")  # 2 formats: 2 builds at least
     if expected is ToolchainError:
         assert "int8-dynamic quantization failed on" in str(err.value) and "onnx says no" in str(err.value)
-    assert len(calls) == 3
+    assert len(calls) == 2
     assert (art / "manifest.json").read_bytes() == before
     assert not list(art.glob(".int8.tmp-*"))
     _assert_consistent(art)
@@ -394,36 +406,3 @@ def test_not_an_artifact(tmp_path, calib):
     with pytest.raises(ToolchainError, match="is not an artifact directory"):
         quantize(tmp_path / "nowhere", "int8-dynamic", calib=calib["txt"])
     assert not list((tmp_path / "plain").glob(".*tmp*"))
-
-
-# -- the exclusion ladder ----------------------------------------------------------------------------------
-def _rename_nodes(src: Path, dst: Path) -> dict[str, str]:
-    """Copy the graph with every node renamed to an opaque name; returns new -> old."""
-    model = onnx.load(str(src))
-    mapping = {}
-    for i, node in enumerate(model.graph.node):
-        mapping[f"n{i}"] = node.name
-        node.name = f"n{i}"
-    onnx.save(model, str(dst))
-    return mapping
-
-
-@pytest.mark.parametrize("arch, task", [("bert", "feature-extraction"), ("bert", "text-classification"),
-                                        ("distilbert", "feature-extraction"), ("roberta", "feature-extraction")])
-def test_exclusion_ladder_by_structure(tiny_artifact, tmp_path, arch, task):
-    src = tiny_artifact(arch, task) / "model.onnx"
-    ladder = exclusion_ladder(src)
-    assert [len(nodes) for _, nodes in ladder] == [0, 2, 4]  # 2 layers: 1 down-projection, 2 residual each
-    (first, none), (_, down), (_, residual) = ladder
-    assert first == "all layers quantized" and none == []
-    assert set(down) < set(residual)
-    assert "2 FFN down-projections" in ladder[1][0] and "4 residual-stream projections" in ladder[2][0]
-    graph = onnx.load(str(src), load_external_data=False).graph
-    by_name = {n.name: n for n in graph.node}
-    weights = {i.name for i in graph.initializer}
-    for name in residual:
-        assert by_name[name].op_type == "MatMul" and by_name[name].input[1] in weights
-    # names carry no meaning: the same nodes are found in a graph whose nodes are renamed
-    mapping = _rename_nodes(src, tmp_path / "renamed.onnx")
-    renamed = exclusion_ladder(tmp_path / "renamed.onnx")
-    assert [[mapping[n] for n in nodes] for _, nodes in renamed] == [nodes for _, nodes in ladder]

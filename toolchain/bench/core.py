@@ -19,6 +19,7 @@ import toolchain.bench.cuda as cuda_bench
 import toolchain.bench.seq2seq as seq2seq_bench
 from toolchain.bench.decoder import bench_generate, compare_engines
 from toolchain.bench.encoder import bench_encoder
+from toolchain.bench.caption import bench_captions
 from toolchain.bench.vision import bench_images
 from toolchain.bench.measure import measure_variants, record_latency
 from toolchain.bench.report import build_report, write_chart, write_outputs
@@ -132,9 +133,18 @@ def _bench_images(manifest: Manifest, r: Request) -> tuple[dict, Settings]:
     return build_report(manifest, settings, rows, notes), settings
 
 
+def _bench_captions(manifest: Manifest, r: Request) -> tuple[dict, Settings]:
+    """Captioners: greedy caption latency per batch (at batch 1: per image) against PyTorch generate()."""
+    settings = check_settings(manifest, r.variants, positive_ints("batches", r.batches, "1,8"), (1,), r.provider,
+                              r.runs, r.threads)
+    rows, notes = bench_captions(manifest, settings, r.vs_pytorch, r.progress, r.cuda, task_of(manifest).auto_class)
+    return build_report(manifest, settings, rows, notes), settings
+
+
 # The bench for each runtime method (tasks.py); every other method gets the encoder bench.
 BENCHES: dict[str, Callable[[Manifest, Request], tuple[dict, Settings]]] = {
     "generate": _bench_decoder,
     "translate": _bench_translate,
     "classify_image": _bench_images,
+    "caption": _bench_captions,
 }

@@ -67,12 +67,28 @@ def _image_call(manifest: Manifest, name: str, batch: int) -> tuple[int, Callabl
     return manifest.preprocess.height, call
 
 
+def _caption_call(manifest: Manifest, name: str, batch: int) -> tuple[int, Callable]:
+    """Captioners: greedy captions of BATCH preprocessed images (the caption bench's call), timed per call."""
+    from toolchain.bench.caption import NEW_TOKENS
+    from toolchain.bench.vision import make_image_feeds
+
+    (_, feeds), = make_image_feeds(manifest, name, (batch,))
+    (pixels,) = feeds.values()
+
+    def call(model):
+        model.decode_pixels(pixels, NEW_TOKENS)
+        return 1
+
+    return manifest.preprocess.height, call
+
+
 # The timed call per runtime method (the encoder tasks' one run on ready feeds by default):
 # make(manifest, first variant, batch, seq) -> (the shape's seq, call(model) -> units timed).
 CALLS: dict[str, Callable[..., tuple[int, Callable]]] = {
     "generate": lambda manifest, name, batch, seq: _decoder_call(manifest, batch),
     "translate": lambda manifest, name, batch, seq: _translate_call(manifest, batch),
     "classify_image": lambda manifest, name, batch, seq: _image_call(manifest, name, batch),
+    "caption": lambda manifest, name, batch, seq: _caption_call(manifest, name, batch),
 }
 
 

@@ -84,7 +84,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     m = read_manifest(args.dir)
     for name in m.variants:  # a damaged artifact is refused here as load() refuses it (sha256, paths)
-        m.verify(name)
+        m.verify_components(name)  # every component: one model graph, or an encoder and a decoder
     m.tokenizer_path()
     if args.json:
         print(json.dumps(m.to_dict(), indent=2))
@@ -99,6 +99,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     r = quantize(args.dir, args.mode, calib=args.calib, max_drop=args.max_drop, target=args.target,
                  limit=args.limit, progress=_say)
+    if args.explain:
+        from toolchain.variants.plans import explain
+
+        print("\n".join(explain(r)))
     print(render.quantize_summary(r, args.dir))
     return 0 if r.passed else 1
 
@@ -129,7 +133,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from toolchain.train.trainer import train
 
-    result = train(args.recipe, out=args.out, smoke=args.smoke, progress=_say)
+    if args.nproc is not None:  # torchrun: N processes per node, the same recipe and global batch
+        from toolchain.train.distributed import Launch, launch
+
+        result = launch(args.recipe, Launch(args.nproc, args.nnodes, args.rdzv_endpoint), out=args.out,
+                        smoke=args.smoke, progress=_say)
+    else:
+        result = train(args.recipe, out=args.out, smoke=args.smoke, progress=_say)
     print(render.train_summary(result))
     shortfall = render.train_shortfall(result)
     if shortfall:
@@ -147,6 +157,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0 if summary["ok"] else 1
 
 
+@command
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from toolchain.sweep import format_summary, sweep
+
+    summary = sweep(args.recipe, args.sizes, tokens=args.tokens, out=args.out, smoke=args.smoke,
+                    budget_ms=args.budget_ms, budget_mb=args.budget_mb, progress=_say, schedule=args.schedule)
+    print(format_summary(summary))
+    return 0
+
+
 def default_build(recipe, out, progress):
     """The pipeline's build, for the demo's default artifact (imported only when it is missing)."""
     try:
@@ -161,8 +181,54 @@ def default_build(recipe, out, progress):
 def cmd_demo(args: argparse.Namespace) -> int:
     from toolchain.serve.app import demo
 
-    demo(args.dirs, host=args.host, port=args.port, progress=_say, build=default_build)
+    demo(args.dirs, host=args.host, port=args.port, progress=_say, build=default_build, web=args.web)
     print("demo stopped")
+    return 0
+
+
+@command
+def cmd_web(args: argparse.Namespace) -> int:
+    from toolchain.web import build_site, serve_site
+
+    site = build_site(args.dirs, args.out, variant=args.variant, progress=_say)
+    print(f"wrote {args.out}: " + ", ".join(f"{m['name']} ({m['task']}, {m['variant']})" for m in site["models"])
+          + f"; {site['bytes'] / 1e6:.1f} MB")
+    if args.serve:
+        serve_site(args.out, port=args.port, progress=_say)
+        print("site server stopped")
+    return 0
+
+
+@command
+def cmd_serve(args: argparse.Namespace) -> int:
+    from toolchain.fleet import ServeSettings
+    from toolchain.fleet.cluster import connect, require_ray, serve_forever
+
+    require_ray("toolchain serve")
+    settings = ServeSettings(replicas=args.replicas, host=args.host, port=args.port)
+    from toolchain.fleet.deploy import model_names
+
+    model_names(args.dirs)  # a bad DIR is refused before Ray starts
+    connect(args.address)
+    serve_forever(args.dirs, settings, progress=_say)
+    print("serve stopped")
+    return 0
+
+
+@command
+def cmd_map(args: argparse.Namespace) -> int:
+    from toolchain.fleet import MapSettings
+    from toolchain.fleet.cluster import connect, require_ray
+
+    require_ray("toolchain map")
+    settings = MapSettings(column=args.column, batch_size=args.batch_size)
+    from toolchain.fleet.map import check_paths, map_file
+
+    check_paths(args.dir, args.input, args.output)  # refused before Ray starts
+    connect(args.address)
+    summary = map_file(args.dir, args.input, args.output, settings, progress=_say)
+    print(f"wrote {summary['rows']} rows to {summary['output']} in {summary['seconds']} s "
+          f"({summary['rows_per_s']} rows/s, {summary['actors']} actor(s))")
     return 0
 
 

@@ -60,12 +60,15 @@ def add_cuda_arguments(p: argparse.ArgumentParser) -> None:
 EXAMPLES = {
     "train": """\
         toolchain train models/minilm-sst2.toml
-        toolchain train models/bert-mini-sst2.toml --smoke --out /tmp/smoke""",
+        toolchain train models/bert-mini-sst2.toml --smoke --out /tmp/smoke
+        toolchain train models/minilm-sst2.toml --nproc 2        # DDP: 2 processes, same global batch
+        toolchain train models/minilm-sst2.toml --nproc 4 --nnodes 2 --rdzv-endpoint head:29500  # on each node""",
     "build": """\
         toolchain build models/minilm.toml
         toolchain build models/minilm-sst2.toml --out dist/minilm-sst2""",
     "quantize": """\
         toolchain quantize dist/minilm --mode int8-dynamic
+        toolchain quantize dist/minilm --mode int8-dynamic --target avx2 --explain
         toolchain quantize dist/minilm --mode int4 --calib my_sentences.txt --max-drop 0.01""",
     "optimize": "toolchain optimize dist/minilm",
     "bench": """\
@@ -83,11 +86,27 @@ EXAMPLES = {
         toolchain run dist/shakespeare-llama "ROMEO:" --max-new-tokens 80 --temperature 0.8
         toolchain run dist/transformer-seq2seq "March 3, 2021" "Nov 25 '26" --beam-size 4
         toolchain run dist/shapes-vit models/data/shapes/images/test/00000.png photo.jpg""",
+    "sweep": """\
+        toolchain sweep models/shakespeare-llama.toml --sizes ladder --tokens 400k --budget-ms 2 --budget-mb 10
+        toolchain sweep models/shakespeare-llama.toml --sizes "hidden=64,128,256;layers=2,4" --tokens 100k,200k,400k
+        toolchain sweep models/transformer-cls-sst2.toml --sizes "d_model=32,64,128" --smoke""",
     "info": "toolchain info dist/minilm",
+    "serve": """\
+        toolchain serve dist/minilm                     # OpenAI-compatible API on http://127.0.0.1:8000/v1
+        toolchain serve dist/minilm dist/shakespeare-llama --replicas 2 --port 8001
+        toolchain serve dist/minilm --address auto --host 0.0.0.0   # on the Ray cluster this machine is in""",
+    "map": """\
+        toolchain map dist/minilm --input docs.txt --output docs.parquet
+        toolchain map dist/minilm-sst2 --input reviews.jsonl --column review --output labels.parquet --address auto""",
     "demo": """\
         toolchain demo                                  # dist/minilm, built first if missing
         toolchain demo dist/minilm dist/minilm-sst2 --port 7861
-        toolchain demo dist/sentiment --host 0.0.0.0    # reachable from other machines""",
+        toolchain demo dist/sentiment --host 0.0.0.0    # reachable from other machines
+        toolchain demo dist/minilm --web http://127.0.0.1:8000/   # link the card to its in-browser page""",
+    "web": """\
+        toolchain web dist/minilm --out site                       # the `auto` variant for CPU
+        toolchain web dist/minilm dist/minilm-sst2 --out site --variant int8
+        toolchain web dist/minilm --out site --serve --port 8000   # serve it on loopback, cross-origin isolated""",
 }
 
 
@@ -165,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "min cosine may drop 4x that), accuracy drop for classifiers (0.01)")
     p.add_argument("--target", choices=list(PRESETS), help="quantization preset (default: detected from this CPU)")
     p.add_argument("--limit", type=int, default=512, help="use at most this many texts (default 512)")
+    p.add_argument("--explain", action="store_true",
+                   help="also print the sensitivity ranking of the layers and every plan tried, with its gate")
 
     p = add("optimize", "try graph rewrites; keep those that pass the gate and are measurably faster here")
     p.add_argument("dir")
@@ -194,12 +215,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("--out", help="trained model dir (default dist/NAME.model)")
     p.add_argument("--smoke", action="store_true", help="a few steps on a few examples, to check the recipe")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train as N processes on this node with torchrun (DDP: gloo on CPU, NCCL on GPU); the "
+                        "recipe's batch_size stays the global batch")
+    p.add_argument("--nnodes", type=int, default=1, metavar="M", help="with --nproc: nodes taking part (default 1)")
+    p.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+                   help="with --nnodes > 1: the rendezvous address every node gives (e.g. the first node:29500)")
 
     p = add("build", "train -> export -> quantize -> validate -> bench, with one summary table")
     p.add_argument("recipe")
     p.add_argument("--out", help="artifact dir (default dist/NAME)")
     p.add_argument("--smoke", action="store_true", help="tiny training and bench, to check the pipeline")
     p.add_argument("--retrain", action="store_true", help="train even if a trained model is already there")
+
+    p = add("sweep", "train a family of sizes from one recipe: the scaling-law fit and what to ship for a budget")
+    p.add_argument("recipe")
+    p.add_argument("--sizes", required=True, metavar="SPEC",
+                   help="a preset (ladder, smoke), HIDDENxLAYERS pairs (64x1,128x2) or a grid of config axes "
+                        "(hidden=64,128;layers=1,2)")
+    p.add_argument("--tokens", default=None, metavar="N[,N...]",
+                   help="training budget per model in tokens, e.g. 400k; several give the data axis (default: "
+                        "the recipe's schedule)")
+    p.add_argument("--out", help="sweep directory (default dist/sweep-NAME); a rerun resumes at the first unfinished size")
+    p.add_argument("--smoke", action="store_true", help="a few training steps and a short bench per size")
+    p.add_argument("--set", action="append", default=None, metavar="train.KEY=VALUE", dest="schedule",
+                   help="override a [train] setting for every size, e.g. train.batch_size=8 (repeatable)")
+    p.add_argument("--budget-ms", type=float, default=None, help="latency budget at batch 1 for the recommendation")
+    p.add_argument("--budget-mb", type=float, default=None, help="artifact size budget for the recommendation")
 
     p = add("info", "print an artifact's manifest readably")
     p.add_argument("dir")
@@ -209,4 +251,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="*", metavar="DIR", help="artifact directories (default: dist/minilm, built if missing)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port, default=None, help="port (default: the first free one from 7860)")
+    p.add_argument("--web", default=None, metavar="URL",
+                   help="a site served by `toolchain web --serve`: the model card links the artifacts it holds")
+
+    p = add("web", "write a static site whose page runs the artifacts' models in the browser (onnxruntime-web)")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="feature-extraction or text-classification artifacts")
+    p.add_argument("--out", required=True, metavar="SITE", help="site directory to write (replaced atomically)")
+    p.add_argument("--variant", default="auto", help="variant per artifact (default auto: what the runtime picks on CPU)")
+    p.add_argument("--serve", action="store_true", help="then serve SITE on 127.0.0.1, with the headers for WASM threads")
+    p.add_argument("--port", type=port, default=8000, help="--serve: port (default 8000)")
+
+    p = add("serve", "serve artifacts on Ray Serve behind an OpenAI-compatible HTTP API (the serve extra)")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="artifact directories; each is a model named after its directory")
+    p.add_argument("--replicas", type=int, default=1, help="replicas per artifact (default 1)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=port, default=8000, help="port (default 8000)")
+    p.add_argument("--address", default=None, help="Ray cluster: auto (the one this machine is in) or ray://HOST:10001 "
+                                                   "(default: a local Ray started here)")
+
+    p = add("map", "run a file through an artifact on Ray Data (embed, classify, translate); Parquet out, order kept")
+    p.add_argument("dir")
+    p.add_argument("--input", required=True, help="a .txt (one text per line), .jsonl or .parquet file")
+    p.add_argument("--output", required=True, help="the .parquet file to write (replaced atomically)")
+    p.add_argument("--column", default="text", help="the column holding the texts (default text)")
+    p.add_argument("--batch-size", type=int, default=256, help="rows per model call (default 256)")
+    p.add_argument("--address", default=None, help="Ray cluster: auto or ray://HOST:10001 (default: a local Ray)")
     return parser

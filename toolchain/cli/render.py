@@ -46,6 +46,11 @@ def print_translations(sources: list[str], results: list[str]) -> None:
         print(f"{source} -> {text}")
 
 
+def print_captions(images: list[str], captions: list[str]) -> None:
+    for image, text in zip(images, captions):
+        print(f"{image}: {text}")
+
+
 @dataclass(frozen=True)
 class Printer:
     """How `toolchain run` serves one task: the runtime method it calls and how its result is shown."""
@@ -65,6 +70,7 @@ PRINTERS: dict[str, Printer] = {
                                ("max_new_tokens", "temperature", "top_p", "seed")),
     "text2text-generation": Printer("translate", print_translations, ("max_new_tokens", "beam_size", "length_penalty")),
     "image-classification": Printer("classify_image", print_image_labels),  # the arguments are image files
+    "image-to-text": Printer("caption", print_captions, ("max_new_tokens", "beam_size", "length_penalty")),  # images too
 }
 
 
@@ -93,7 +99,7 @@ def info_lines(m: Manifest) -> list[str]:
     lines.append("variants")
     for v in m.variants.values():
         lines.append(f"  {v.name:<12} {v.precision:<6} {v.bytes / 1e6:8.1f} MB  {'passed' if v.passed else 'FAILED':<6}  "
-                     f"{v.latency_summary():<38} {v.check_summary()}  {v.file}")
+                     f"{v.latency_summary():<38} {v.check_summary()}  {', '.join(c.file for c in v.components.values())}")
     if m.bench:
         lines.append("bench      " + "; ".join(f"{p}: {b.get('json')} {b.get('chart')} ({b.get('measured')})"
                                              for p, b in m.bench.items()))

@@ -117,9 +117,11 @@ def _run_optimum(source: Source, settings: ExportSettings, into: Path) -> Path:
 
 
 def _run_optimum_seq2seq(source: Source, settings: ExportSettings, into: Path) -> dict[str, Path]:
-    """Encoder-decoders (T5, BART, Marian, mBART): optimum's graphs rewritten to runtime/seq2seq_io.py's contract."""
+    """Encoder-decoders (T5, BART, Marian, mBART; vision encoder-decoders for image-to-text): optimum's graphs
+    rewritten to runtime/seq2seq_io.py's contract."""
     return seq2seq_hf.export_hf_seq2seq(source.path, into, opset=settings.opset,
-                                        trust_remote_code=settings.trust_remote_code)
+                                        trust_remote_code=settings.trust_remote_code,
+                                        task=task_spec(settings.task).export_task)
 
 
 def _run_genai(source: Source, settings: ExportSettings, into: Path) -> Path:
@@ -147,6 +149,9 @@ def register(exporter: Exporter) -> Exporter:
     return exporter
 
 
+ENCODER_DECODER_METHODS = ("translate", "caption")  # tasks exported as an encoder and a one-step decoder
+
+
 def _hf(source: Source) -> bool:
     return source.kind != "module"
 
@@ -158,9 +163,9 @@ register(Exporter("ort-genai", _run_genai,
                   and genai_export.handles(config.to_dict())
                   and genai_export.available(), genai_export.GENERATION))
 register(Exporter("optimum-seq2seq", _run_optimum_seq2seq,
-                  lambda st, src, config: _hf(src) and task_spec(st.task).method == "translate", {}))
+                  lambda st, src, config: _hf(src) and task_spec(st.task).method in ENCODER_DECODER_METHODS, {}))
 register(Exporter("optimum", _run_optimum,
-                  lambda st, src, config: _hf(src) and task_spec(st.task).method != "translate", {}))
+                  lambda st, src, config: _hf(src) and task_spec(st.task).method not in ENCODER_DECODER_METHODS, {}))
 register(Exporter(torch_export.NAME, torch_export.build, torch_export.handles, {}))
 
 
@@ -286,7 +291,7 @@ def _attempt(exporter: "Exporter", source: Source, settings: ExportSettings, ref
         **fields.get("sections", {}),  # per-input sections, such as an image model's preprocess
     }
     manifest.update(encoder_sections(settings.task, inputs, reference, source, manifest["tokenizer"]))
-    if task_spec(settings.task).method in ("generate", "translate"):
+    if task_spec(settings.task).method in ("generate", *ENCODER_DECODER_METHODS):
         generation = fields.get("generation") or _generation(reference)
         manifest["generation"] = Generation.from_dict({**generation, **exporter.generation}).to_dict()
     write_json(tmp / MANIFEST, manifest)

@@ -110,13 +110,15 @@ def _text_preprocessor(transformers: Any, path: Path, trust_remote_code: bool) -
 
 
 def _image_preprocessor(transformers: Any, path: Path, trust_remote_code: bool) -> tuple[Any, Any]:
-    """The slow (Pillow) image processor: the one the runtime's preprocessing reproduces."""
+    """The slow (Pillow) image processor: the one the runtime's preprocessing reproduces; and the tokenizer of a
+    model that writes text (a captioner) where the dir has one."""
     if not (path / "preprocessor_config.json").is_file():
         raise SourceError(f"{path} has no preprocessor_config.json (the image processor the runtime's preprocessing "
                           "follows); save one beside the model with processor.save_pretrained(dir).")
+    tok = _text_preprocessor(transformers, path, trust_remote_code)[0] if (path / "tokenizer.json").is_file() else None
     try:
-        return None, transformers.AutoImageProcessor.from_pretrained(str(path), use_fast=False,
-                                                                     trust_remote_code=trust_remote_code)
+        return tok, transformers.AutoImageProcessor.from_pretrained(str(path), use_fast=False,
+                                                                    trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path} has no usable image processor ({first_line(exc)}); save one beside the model "
                           "(processor.save_pretrained(dir) writes preprocessor_config.json).") from None
@@ -284,10 +286,46 @@ def _image_parity(model, variant: str, reference: Reference, atol: float) -> Par
                         "preprocess section)")
 
 
+CAPTION_TOKENS = 24
+
+
+def _caption_parity(model, variant: str, reference: Reference, atol: float) -> ParityResult:
+    """Captioners: greedy caption ids equal PyTorch generate()'s on every parity image alone and as one batch; the
+    first step's logits within atol; the runtime's pixel values equal to the image processor's."""
+    from toolchain.export.vision import parity_images
+    from toolchain.runtime.images import to_rgb
+
+    torch, images = reference.torch, parity_images()
+    feeds, _ = model.encode(images)
+    (_, pixels), = feeds.items()
+    eos = set(model.seq2seq.eos)
+    theirs = []
+    for i in range(len(pixels)):
+        with torch.inference_mode():
+            gen = reference.model.generate(pixel_values=torch.from_numpy(pixels[i : i + 1]), do_sample=False,
+                                           num_beams=1, max_new_tokens=CAPTION_TOKENS)[0, 1:].tolist()
+        theirs.append(gen[: next((k for k, t in enumerate(gen) if t in eos), len(gen))])
+    alone = [model.decode_pixels(pixels[i : i + 1], CAPTION_TOKENS)[0] for i in range(len(pixels))]
+    batched = model.decode_pixels(pixels, CAPTION_TOKENS)
+    start = torch.full((len(pixels), 1), model.seq2seq.bos, dtype=torch.long)
+    with torch.inference_mode():
+        torch_logits = reference.model(pixel_values=torch.from_numpy(pixels), decoder_input_ids=start).logits
+    ours = model.run_feeds(feeds)
+    torch_logits = torch_logits[:, 0].float().numpy()
+    diff = float(np.abs(ours - torch_logits).max()) if ours.shape == torch_logits.shape else float("inf")
+    expected = reference.pixel_values([to_rgb(im) for im in images])
+    same_pixels = expected.shape == pixels.shape and float(np.abs(expected - pixels).max()) <= PIXEL_ATOL
+    tokens_match = same_pixels and alone == theirs and batched == theirs
+    return ParityResult(variant, atol, diff, tokens_match, bool(diff <= atol and tokens_match), len(images),
+                        mismatch="greedy caption ids differ from PyTorch generate()'s" if same_pixels else
+                        "the runtime's pixel values differ from the Hugging Face image processor's (the manifest's "
+                        "preprocess section)")
+
+
 # One parity check per task (a key of toolchain.runtime.tasks.TASKS); a new task adds its entry here.
 PARITY = {"feature-extraction": _encoder_parity, "text-classification": _encoder_parity,
           "text-generation": _greedy_parity, "text2text-generation": _translate_parity,
-          "image-classification": _image_parity}
+          "image-classification": _image_parity, "image-to-text": _caption_parity}
 
 
 def raise_misses(results: list[ParityResult], root: Path) -> None:

@@ -18,6 +18,13 @@ returns logits and the grown self-attention cache ``present.{i}.decoder.*``). Th
   makes it compute what optimum's no-past decoder computes), the cross cache inputs become ``cross.{i}.*``;
   ``input_ids`` is (batch, 1) and ``logits`` (batch, 1, vocab) is cut to (batch, vocab).
 No If node (optimum's merged decoder) is needed, and no step recomputes the cross-attention projections.
+
+Vision encoder-decoders (task ``image-to-text-with-past``: a ViT encoder, a GPT-2 decoder) come from optimum without
+a cross-attention cache: the decoder reads ``encoder_hidden_states`` on every step. Their **encoder** is optimum's
+(``pixel_values`` -> ``last_hidden_state``, the pixel dims fixed to the config's channels x image size), and the
+decoder's ``encoder_hidden_states`` input is renamed ``last_hidden_state``: a non-state encoder output fed to every
+step unchanged, as the contract says; the self-attention cache ``past_key_values.{i}.*`` is the state ``past.{i}.*``.
+No encoder_attention_mask: an image has no padding.
 Both graphs then have their attention fused (export/seq2seq_fuse.py: one MultiHeadAttention node per block, the
 decoder's all-zero causal mask dropped), kept only when the fused graph computes what the unfused one does.
 """
@@ -42,33 +49,40 @@ log = logging.getLogger("toolchain.export")
 TASK = "text2text-generation-with-past"
 OPTIMUM_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
 CROSS = "cross."
-_CACHE = re.compile(r"^past_key_values\.(\d+)\.(decoder|encoder)\.(key|value)$")
+_CACHE = re.compile(r"^past_key_values\.(\d+)\.(?:(decoder|encoder)\.)?(key|value)$")
+PIXELS = "pixel_values"  # a vision encoder's input
+HIDDEN = "last_hidden_state"  # optimum's encoder output
+_HIDDEN_IN = "encoder_hidden_states"  # what a decoder without a cross-attention cache reads every step
 _PREFIX = "cross/"  # the cross-attention nodes moved into the encoder graph are renamed under this prefix
 _OUT_OF_STEP = {"encoder_hidden_states", "input_ids", "encoder_attention_mask"}  # what those nodes may read
 # optimum's axis names -> the contract's (runtime/seq2seq_io.py); the decoder's one-token axis is fixed at 1
 AXES = {"batch_size": io.BATCH_AXIS, "encoder_sequence_length": io.SOURCE_AXIS,
         "past_decoder_sequence_length": io.PAST_AXIS,
         "past_decoder_sequence_length + decoder_sequence_length": io.PAST_AXIS + " + 1",
-        "decoder_sequence_length": 1, "1": 1}
+        "decoder_sequence_length": 1, "1": 1, "past_sequence_length": io.PAST_AXIS,
+        "past_sequence_length + sequence_length": io.PAST_AXIS + " + 1"}
 TWO_GB = 2_000_000_000
 
 
 def export_hf_seq2seq(model_dir: Path, into: Path, opset: int | None = None,
-                      trust_remote_code: bool = False, fuse: bool = True) -> dict[str, Path]:
+                      trust_remote_code: bool = False, fuse: bool = True, task: str = TASK) -> dict[str, Path]:
     """Export the transformers encoder-decoder in MODEL_DIR with optimum and rewrite its graphs to the contract:
     writes INTO/encoder.onnx and INTO/decoder.onnx and returns {"encoder": path, "decoder": path}. FUSE: each
-    graph's attention fused (seq2seq_fuse.py), kept only where it computes what the unfused graph computes."""
+    graph's attention fused (seq2seq_fuse.py), kept only where it computes what the unfused graph computes.
+    TASK: optimum's (image-to-text-with-past for vision encoder-decoders)."""
     model_dir, into = Path(model_dir), Path(into)
-    _require_seq2seq(model_dir, trust_remote_code)
+    config = _require_seq2seq(model_dir, trust_remote_code)
     onnx = import_optional("onnx")
     into.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="optimum-seq2seq-") as tmp:
         work = Path(tmp)
-        _run_optimum(model_dir, work, opset, trust_remote_code)
+        _run_optimum(model_dir, work, opset, trust_remote_code, task)
         encoder, first, step = (onnx.load(str(work / name)) for name in OPTIMUM_FILES)
     name = model_dir.name
     paths = {io.ENCODER: into / f"{io.ENCODER}.onnx", io.DECODER: into / f"{io.DECODER}.onnx"}
-    graphs = {io.ENCODER: encoder_graph(encoder, first, name), io.DECODER: decoder_graph(step, name)}
+    crossed = any(".encoder." in o.name for o in first.graph.output)  # a cross-attention cache (text models)
+    graphs = {io.ENCODER: encoder_graph(encoder, first, name) if crossed else vision_encoder_graph(encoder, config, name),
+              io.DECODER: decoder_graph(step, name)}
     for component, graph in graphs.items():
         if fuse:
             graph, note = seq2seq_fuse.fuse_checked(graph, cached=component == io.DECODER)
@@ -77,8 +91,8 @@ def export_hf_seq2seq(model_dir: Path, into: Path, opset: int | None = None,
     return paths
 
 
-def _require_seq2seq(model_dir: Path, trust_remote_code: bool) -> None:
-    """Refuse, before optimum runs, a model that is not a transformers encoder-decoder."""
+def _require_seq2seq(model_dir: Path, trust_remote_code: bool) -> Any:
+    """The model's config; refuse, before optimum runs, a model that is not a transformers encoder-decoder."""
     transformers = import_optional("transformers")
     try:
         config = transformers.AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
@@ -89,9 +103,10 @@ def _require_seq2seq(model_dir: Path, trust_remote_code: bool) -> None:
         raise ExportError(f"{model_dir.name} is a {config.model_type} model, not an encoder-decoder; export it for "
                           "its own task (feature-extraction, text-classification or text-generation), not "
                           "text2text-generation.")
+    return config
 
 
-def _run_optimum(model_dir: Path, work: Path, opset: int | None, trust_remote_code: bool) -> None:
+def _run_optimum(model_dir: Path, work: Path, opset: int | None, trust_remote_code: bool, task: str = TASK) -> None:
     """optimum writes encoder_model.onnx, decoder_model.onnx and decoder_with_past_model.onnx into WORK
     (no_post_process: no merged decoder, which the rewrite does not use)."""
     onnx_exporter = import_optional("optimum.exporters.onnx")
@@ -99,16 +114,16 @@ def _run_optimum(model_dir: Path, work: Path, opset: int | None, trust_remote_co
         with warnings.catch_warnings():  # tracer chatter; the caller's parity check is what tells a bad graph
             warnings.simplefilter("ignore")
             onnx_exporter.main_export(
-                str(model_dir), output=str(work), task=TASK, opset=opset, do_validation=False,
+                str(model_dir), output=str(work), task=task, opset=opset, do_validation=False,
                 no_post_process=True, library_name="transformers", device="cpu", trust_remote_code=trust_remote_code,
             )
     except (ValueError, KeyError, OSError, RuntimeError, NotImplementedError, TypeError) as exc:
-        raise ExportError(f"optimum could not export {model_dir.name} for {TASK}: {first_line(exc)}; check that "
+        raise ExportError(f"optimum could not export {model_dir.name} for {task}: {first_line(exc)}; check that "
                           "optimum supports this model type, or export it another way.") from None
     missing = [name for name in OPTIMUM_FILES if not (work / name).is_file()]
     if missing:
         raise ExportError(f"optimum wrote no {', '.join(missing)} for {model_dir.name}; only encoder-decoders that "
-                          f"optimum exports with a key/value cache ({TASK}) are supported.")
+                          f"optimum exports with a key/value cache ({task}) are supported.")
 
 
 def encoder_graph(encoder: Any, first: Any, name: str) -> Any:
@@ -155,6 +170,22 @@ def encoder_graph(encoder: Any, first: Any, name: str) -> Any:
     return encoder
 
 
+def vision_encoder_graph(encoder: Any, config: Any, name: str) -> Any:
+    """optimum's vision encoder (pixel_values -> last_hidden_state) with the pixel dims fixed to CONFIG's encoder
+    (channels x image size x image size; batch stays dynamic) and the contract's axis names."""
+    graph = encoder.graph
+    if [v.name for v in graph.input] != [PIXELS] or [o.name for o in graph.output] != [HIDDEN]:
+        raise ExportError(f"{name}'s encoder maps {[v.name for v in graph.input]} to {[o.name for o in graph.output]}, "
+                          f"not {PIXELS} to {HIDDEN}; only ViT-style vision encoders are supported.")
+    vision = getattr(config, "encoder", config)
+    side, channels = getattr(vision, "image_size", None), getattr(vision, "num_channels", 3)
+    if isinstance(side, int):
+        for dim, value in zip(graph.input[0].type.tensor_type.shape.dim[1:], (channels, side, side)):
+            dim.dim_value = value
+    _rename_axes(graph)
+    return encoder
+
+
 def decoder_graph(step: Any, name: str) -> Any:
     """optimum's decoder-with-past as the contract's one-step decoder: the state past.{i}.decoder.* ->
     present.{i}.decoder.*, the inputs cross.{i}.*, and logits (batch, vocab)."""
@@ -163,13 +194,17 @@ def decoder_graph(step: Any, name: str) -> Any:
     for value in graph.input:
         match = _CACHE.match(value.name)
         if match:
-            layer, side, kind = match.groups()
-            mapping[value.name] = (f"{io.PAST}{layer}.decoder.{kind}" if side == "decoder"
-                                   else f"{CROSS}{layer}.{kind}")
-    expected = {io.STEP_IDS, io.MEMORY_MASK, *mapping}
-    if {v.name for v in graph.input} != expected or not mapping:
+            layer, side, kind = match.groups()  # side None: a self-attention cache (no cross cache exported)
+            mapping[value.name] = (f"{CROSS}{layer}.{kind}" if side == "encoder"
+                                   else f"{io.PAST}{layer}.{side + '.' if side else ''}{kind}")
+    reads_states = _HIDDEN_IN in {v.name for v in graph.input}  # vision: the encoder's states every step, no mask
+    if reads_states:
+        mapping[_HIDDEN_IN] = HIDDEN
+    expected = {io.STEP_IDS, *mapping} | (set() if reads_states else {io.MEMORY_MASK})
+    if {v.name for v in graph.input} != expected or not any(p.startswith(io.PAST) for p in mapping.values()):
         raise ExportError(f"{name}'s decoder-with-past takes {sorted(v.name for v in graph.input)}, not input_ids, "
-                          "encoder_attention_mask and past_key_values.*; this model's cache layout is not supported.")
+                          "encoder_attention_mask (or encoder_hidden_states) and past_key_values.*; this model's "
+                          "cache layout is not supported.")
     for value in graph.input:
         value.name = mapping.get(value.name, value.name)
     _rename(graph.node, mapping)

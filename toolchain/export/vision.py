@@ -12,8 +12,14 @@ from typing import Any
 import numpy as np
 
 from toolchain.data import shapes
+from toolchain.export.families import graph_pad
+from toolchain.export.seq2seq_hf import decoder_start_and_eos
 from toolchain.runtime.errors import ExportError
+from toolchain.runtime.manifest import TokenizerInfo
 from toolchain.runtime.sections import RESAMPLE, Preprocess
+from toolchain.runtime.tasks import task_spec
+
+TOKENIZER_FILE = "tokenizer.json"
 
 PARITY_SCENES = 6  # shapes scenes, plus the odd sizes and modes below
 PARITY_SEED = 16
@@ -56,12 +62,32 @@ def _positions(config: Any) -> int:
 
 
 def image_fields(source: Any, reference: Any, task: str, out: Any) -> dict[str, Any]:
-    """What the manifest says about a transformers image model: labels, no tokenizer, the preprocess section."""
+    """What the manifest says about a transformers image model: labels, the preprocess section, and for captioners
+    (image-to-text) the caption tokenizer (saved into OUT) and the decoder's start and end tokens."""
     config = reference.model.config
+    if task_spec(task).method == "caption":
+        return {**caption_fields(source, reference, out), "model_type": config.model_type,
+                "architecture": (config.architectures or [None])[0],
+                "sections": {"preprocess": preprocess_section(reference.processor, source.name).to_dict()}}
     id2label = getattr(config, "id2label", None) or {}
     return {"labels": [str(id2label[i]) for i in sorted(id2label)] or None, "max_length": _positions(config),
             "tokenizer": None, "model_type": config.model_type, "architecture": (config.architectures or [None])[0],
             "sections": {"preprocess": preprocess_section(reference.processor, source.name).to_dict()}}
+
+
+def caption_fields(source: Any, reference: Any, out: Any) -> dict[str, Any]:
+    """A captioner's tokenizer.json (saved into OUT: the runtime decodes caption ids with it), its start and end
+    tokens, and max_length: the decoder's positions (no labels)."""
+    tok, config = reference.tokenizer, reference.model.config
+    if tok is None or not getattr(tok, "is_fast", False):
+        raise ExportError(f"{source.name} has no fast tokenizer (tokenizer.json) beside the model; the runtime decodes "
+                          "captions with it: save the caption tokenizer into the model dir.")
+    tok.backend_tokenizer.save(str(out / TOKENIZER_FILE))
+    pad_id, pad_token = graph_pad(tok, config.decoder)
+    start, eos = decoder_start_and_eos(getattr(reference.model, "generation_config", None) or config)
+    positions = getattr(config.decoder, "n_positions", None) or getattr(config.decoder, "max_position_embeddings", 0)
+    return {"labels": None, "max_length": int(positions) or None, "generation": {"bos_token_id": start, "eos_token_ids": eos},
+            "tokenizer": TokenizerInfo(file=TOKENIZER_FILE, pad_id=pad_id, pad_token=pad_token).to_dict()}
 
 
 def parity_images() -> list[Any]:

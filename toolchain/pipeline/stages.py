@@ -147,6 +147,8 @@ def _metric(out: Path, name: str, task: str, data: TextSet | None, variant) -> s
     gate = variant.metrics.get("gate", {})
     if "mean_cosine" in gate:
         return f"cos {gate['mean_cosine']:.4f}/{gate['min_cosine']:.3f}"
+    if "bleu4" in gate:  # captioners: the gate's exact match and BLEU-4 against the table's captions
+        return f"EM {gate['exact_match']:.3f} BLEU {gate['bleu4']:.3f}"
     if "token_agreement" in gate:
         return f"agree {gate['token_agreement']:.3f} ppl x{gate['perplexity_ratio']:.3f}"
     return "exact" if "parity" in variant.metrics else "-"

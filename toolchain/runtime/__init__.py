@@ -6,11 +6,12 @@
     m.info()["provider"]
 
 ``load()`` returns the class registered for the artifact's task (``RUNTIMES``): an Embedder, a
-Classifier, a TextGenerator, a Translator or an ImageClassifier, all of them a ``Model``. Nothing here
+Classifier, a TextGenerator, a Translator, an ImageClassifier or a Captioner, all of them a ``Model``. Nothing here
 imports torch, transformers or optimum; image input needs Pillow (the ``vision`` extra).
 """
 
 from .base import RUNTIMES, register_runtime
+from .caption import Captioner
 from .encoders import Classifier, Embedder
 from .errors import ArtifactError, InputError, ParityError, ProviderError, ToolchainError
 from .manifest import Manifest, read_manifest
@@ -22,6 +23,7 @@ from .vision import ImageClassifier
 
 __all__ = [
     "ArtifactError",
+    "Captioner",
     "Classifier",
     "CudaOptions",
     "Embedder",

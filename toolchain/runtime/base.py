@@ -110,6 +110,10 @@ class Model:
         """Top label per image (image-classification artifacts: see ImageClassifier)."""
         raise self._refuse("classify_image")
 
+    def caption(self, images: Any, *args: Any, **kwargs: Any):
+        """Caption images (image-to-text artifacts: see Captioner)."""
+        raise self._refuse("caption")
+
     def generate(self, prompt: Any, *args: Any, **kwargs: Any):
         """Continue a prompt (text-generation artifacts: see TextGenerator)."""
         raise self._refuse("generate")
@@ -138,6 +142,8 @@ class Model:
             "exporter": self.manifest.exporter,
             "variant": self.variant,
             "precision": v.precision,
+            # measured by quantize (a padded mixed batch against each text alone); None where never measured
+            "batch_invariant": (v.metrics.get("batch_invariance") or {}).get("invariant"),
             "file": str(self.manifest.root / v.components[self.main_component].file),
             "provider": negotiated.provider,
             "provider_requested": negotiated.requested,

@@ -17,6 +17,8 @@ would then need a gather on the device).
 
 Nothing is kept on the loop object between calls: each call builds its own ``DecoderRun``, so one
 ``Seq2Seq`` serves many threads.
+The encoder's feeds come by name (``sources``: ids and mask for a translator, pixel_values for a captioner,
+whose decoder then takes no encoder_attention_mask).
 """
 
 from __future__ import annotations
@@ -82,25 +84,29 @@ def _dtype(arg: Any, what: str) -> Any:
 class Seq2Seq:
     """The two sessions and what their graphs say; ``greedy_steps()``, ``decode()`` and ``first_logits()``."""
 
-    def __init__(self, encoder: Any, decoder: Any, bos: int, eos: tuple[int, ...], vocab: int, device: str = "cpu"):
-        """VOCAB: the tokenizer's size, used only when the graph leaves the logits' last dim unnamed."""
+    def __init__(self, encoder: Any, decoder: Any, bos: int, eos: tuple[int, ...], vocab: int, device: str = "cpu",
+                 sources: tuple[str, ...] = (SOURCE_IDS, SOURCE_MASK)):
+        """VOCAB: the tokenizer's size, used only when the graph leaves the logits' last dim unnamed. SOURCES: the
+        encoder's inputs, which every call feeds by name (with SOURCE_MASK among them, the decoder takes it)."""
         self.encoder, self.decoder, self.device = encoder, decoder, device
         self.bos, self.eos = int(bos), tuple(int(e) for e in eos)
         self.eos_ids = np.array(self.eos, dtype=np.int64)  # for a vectorised "is EOS" (np.isin costs ~10 us a step)
         enc_in = {i.name for i in encoder.get_inputs()}
-        if enc_in != {SOURCE_IDS, SOURCE_MASK}:
-            raise ArtifactError(f"the encoder takes {sorted(enc_in)}, not {SOURCE_IDS} and {SOURCE_MASK}; {FIX}.")
+        if enc_in != set(sources):
+            raise ArtifactError(f"the encoder takes {sorted(enc_in)}, not {' and '.join(sources)}; {FIX}.")
+        self.sources, self.masked = tuple(sources), SOURCE_MASK in sources
+        mask = [MEMORY_MASK] if self.masked else []  # an image has no padding: its decoder takes no mask
         enc_out = [o.name for o in encoder.get_outputs()]
         dec_in = {i.name: i for i in decoder.get_inputs()}
         dec_out = {o.name: o for o in decoder.get_outputs()}
-        for name in (STEP_IDS, MEMORY_MASK, *(n for n in enc_out if not n.startswith(PAST))):
+        for name in (STEP_IDS, *mask, *(n for n in enc_out if not n.startswith(PAST))):
             if name not in dec_in:
                 raise ArtifactError(f"the decoder does not take the input {name!r}; {FIX}.")
         if LOGITS not in dec_out:
             raise ArtifactError(f"the decoder has no output {LOGITS!r}; {FIX}.")
         self.encoder_outputs, self.memory = enc_out, [n for n in enc_out if not n.startswith(PAST)]
         self.states = [self._state(dec_in[n], dec_out, n in enc_out) for n in dec_in if n.startswith(PAST)]
-        taken = {STEP_IDS, MEMORY_MASK, *self.memory, *(s.past for s in self.states)}
+        taken = {STEP_IDS, *mask, *self.memory, *(s.past for s in self.states)}
         stray = sorted(set(dec_in) - taken) + sorted(n for n in enc_out if n.startswith(PAST) and n not in dec_in)
         if stray:
             raise ArtifactError(f"{stray[0]!r} is neither a decoder input the encoder provides nor a state; {FIX}.")
@@ -128,22 +134,27 @@ class Seq2Seq:
                              f"{self.vocab} tokens): pass a beam width such as 4, got {search.beam_size}.")
         return search
 
-    def run_encoder(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        """The encoder's outputs by name (run once per call)."""
-        outs = self.encoder.run(self.encoder_outputs, {SOURCE_IDS: ids, SOURCE_MASK: mask})
+    def run_encoder(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The encoder's outputs by name (run once per call) on FEEDS (the sources by name)."""
+        outs = self.encoder.run(self.encoder_outputs, {name: feeds[name] for name in self.sources})
         return dict(zip(self.encoder_outputs, outs))
 
-    def first_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def run(self, feeds: dict[str, np.ndarray], origin: np.ndarray, max_new: int) -> "DecoderRun":
+        """The encoder run on FEEDS, and a DecoderRun whose rows are the sources ORIGIN names."""
+        mask = feeds[SOURCE_MASK] if self.masked else None
+        return DecoderRun(self, self.run_encoder(feeds), mask, origin, max_new, len(next(iter(feeds.values()))))
+
+    def first_logits(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The first step's logits (rows, vocab) from the start token: a warm-up and a parity probe."""
-        run = DecoderRun(self, self.run_encoder(ids, mask), mask, np.arange(len(ids)), 1)
-        return run.step(np.full(len(ids), self.bos, np.int64)).copy()
+        rows = len(next(iter(feeds.values())))
+        return self.run(feeds, np.arange(rows), 1).step(np.full(rows, self.bos, np.int64)).copy()
 
     # -- the loops ------------------------------------------------------------------------------------
-    def greedy_steps(self, ids: np.ndarray, mask: np.ndarray, max_new: int) -> Iterator[np.ndarray]:
+    def greedy_steps(self, feeds: dict[str, np.ndarray], max_new: int) -> Iterator[np.ndarray]:
         """Yield each step's tokens (rows,), EOS included; a row that has finished yields -1. Stops when
-        every row has finished or after MAX_NEW steps."""
-        rows = ids.shape[0]
-        run = DecoderRun(self, self.run_encoder(ids, mask), mask, np.arange(rows), max_new)
+        every row has finished or after MAX_NEW steps. FEEDS: the encoder's sources by name."""
+        rows = len(next(iter(feeds.values())))
+        run = self.run(feeds, np.arange(rows), max_new)
         tokens = np.full(rows, self.bos, np.int64)
         live = np.ones(rows, dtype=bool)
         for _ in range(max_new):
@@ -155,20 +166,22 @@ class Seq2Seq:
                 return
             tokens = np.where(live, out, self.eos[0])
 
-    def decode(self, ids: np.ndarray, mask: np.ndarray, search: Search) -> list[list[int]]:
-        """Generated ids per row (without the start token and EOS): greedy, or beam search (BeamSearch)."""
+    def decode(self, feeds: dict[str, np.ndarray], search: Search) -> list[list[int]]:
+        """Generated ids per row of FEEDS (the encoder's sources by name; without the start token and EOS):
+        greedy, or beam search (BeamSearch)."""
         self.check(search)
+        batch = len(next(iter(feeds.values())))
         if search.beam_size == 1:
-            out: list[list[int]] = [[] for _ in range(len(ids))]
-            for tokens in self.greedy_steps(ids, mask, search.max_new_tokens):
+            out: list[list[int]] = [[] for _ in range(batch)]
+            for tokens in self.greedy_steps(feeds, search.max_new_tokens):
                 for row, token in enumerate(tokens.tolist()):
                     if token >= 0 and token not in self.eos:
                         out[row].append(token)
             return out
-        batch, beams = ids.shape[0], search.beam_size
+        beams = search.beam_size
         # Rows: batch x beams beam rows (source b's beams at b*beams ...), then one greedy row per source.
         origin = np.concatenate([np.repeat(np.arange(batch), beams), np.arange(batch)])
-        run = DecoderRun(self, self.run_encoder(ids, mask), mask, origin, search.max_new_tokens)
+        run = self.run(feeds, origin, search.max_new_tokens)
         state = BeamSearch(batch, search, self.eos, self.vocab)
         tokens = np.full(len(origin), self.bos, np.int64)
         for step in range(search.max_new_tokens):
@@ -183,20 +196,23 @@ class Seq2Seq:
 class DecoderRun:
     """One call's decoder: its IO binding and every buffer, allocated once (see the module's docstring)."""
 
-    def __init__(self, loop: Seq2Seq, encoded: dict[str, np.ndarray], mask: np.ndarray, origin: np.ndarray,
-                 max_new: int):
-        """ORIGIN: the source row of each decoder row (beam search repeats a source once per beam)."""
+    def __init__(self, loop: Seq2Seq, encoded: dict[str, np.ndarray], mask: np.ndarray | None, origin: np.ndarray,
+                 max_new: int, sources: int):
+        """ORIGIN: the source row of each decoder row (beam search repeats a source once per beam); SOURCES: how
+        many rows the encoder ran on; MASK: the sources' attention mask, None where the decoder takes none."""
         self.loop, self.rows = loop, len(origin)
         self.binding = loop.decoder.io_binding()
-        identity = np.array_equal(origin, np.arange(len(mask)))
+        identity = np.array_equal(origin, np.arange(sources))
 
         def rows_of(a: np.ndarray) -> np.ndarray:
             return np.ascontiguousarray(a) if identity else np.ascontiguousarray(a[origin])
 
         self.tokens = np.empty((self.rows, 1), dtype=np.int64)  # written in place each step
-        self.kept = [self.tokens, rows_of(np.asarray(mask, dtype=np.int64))]  # bound by pointer: kept alive
+        self.kept = [self.tokens]  # bound by pointer: kept alive
         self._bind(True, STEP_IDS, self.tokens)
-        self._bind(True, MEMORY_MASK, self.kept[1])
+        if mask is not None:
+            self.kept.append(rows_of(np.asarray(mask, dtype=np.int64)))
+            self._bind(True, MEMORY_MASK, self.kept[-1])
         for name in loop.memory:
             self.kept.append(rows_of(encoded[name]))
             self._bind(True, name, self.kept[-1])

@@ -72,3 +72,7 @@ register(TaskSpec("text2text-generation", "logits", "translate", "AutoModelForSe
 # artifact asked for it refuses in one sentence (ImageClassifier.classify takes images too).
 register(TaskSpec("image-classification", "logits", "classify_image", "AutoModelForImageClassification", 1e-4,
                   inputs="image"))
+# Captioners: an image encoder and a text decoder, two graphs under the encoder-decoder contract (runtime/seq2seq_io.py)
+# whose encoder takes pixel_values; caption() decodes with the same loop as translate() (runtime/seq2seq.py).
+register(TaskSpec("image-to-text", "logits", "caption", "AutoModelForImageTextToText", 1e-3, "image-to-text-with-past",
+                  inputs="image"))

@@ -100,7 +100,8 @@ class Translator(Model):
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             ids, mask = self._pad([encoded[i] for i in idx])
-            texts = self._tok.decode_batch(self._seq2seq.decode(ids, mask, search), skip_special_tokens=True)
+            feeds = {SOURCE_IDS: ids, SOURCE_MASK: mask}
+            texts = self._tok.decode_batch(self._seq2seq.decode(feeds, search), skip_special_tokens=True)
             for i, text in zip(idx, texts):
                 results[i] = text
         return results
@@ -109,7 +110,7 @@ class Translator(Model):
         """Greedy decoding of one text, yielding each piece of text as soon as it is final (DecodeStream)."""
         ids, mask = self._pad(self._tokenize([text]))
         row = TextRow(self._tok, ())
-        for tokens in self._seq2seq.greedy_steps(ids, mask, max_new):
+        for tokens in self._seq2seq.greedy_steps({SOURCE_IDS: ids, SOURCE_MASK: mask}, max_new):
             token = int(tokens[0])
             if token in self._seq2seq.eos:
                 break
@@ -139,7 +140,7 @@ class Translator(Model):
             raise InputError(f"ids and mask must be integer arrays of the same (rows, length) shape, as source_ids() "
                              f"returns them, got shapes {ids.shape} and {mask.shape}.")
         self._count_call()
-        return self._seq2seq.decode(ids.astype(np.int64), mask.astype(np.int64), search)
+        return self._seq2seq.decode({SOURCE_IDS: ids.astype(np.int64), SOURCE_MASK: mask.astype(np.int64)}, search)
 
     def encode(self, texts: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The encoder's feeds (input_ids, attention_mask) and the mask."""
@@ -148,7 +149,7 @@ class Translator(Model):
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The decoder's first-step logits (rows, vocab) after the start token: the encoder and one decoder step."""
-        return self._seq2seq.first_logits(feeds[SOURCE_IDS], feeds[SOURCE_MASK])
+        return self._seq2seq.first_logits(feeds)
 
     def _tokenize(self, items: list[str]) -> list[list[int]]:
         encodings = self._tok.encode_batch(items, add_special_tokens=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from toolchain.runtime import ToolchainError
-from toolchain.serve.card import card_view, chart
+from toolchain.serve.card import card_view, chart, web_links
 from toolchain.serve.compare import compare_view
 from toolchain.serve.context import MAX_CHARS, MAX_SENTENCES, Ctx
 from toolchain.serve.policy import HOST, Builder, default_artifact, host_warning
@@ -65,10 +65,12 @@ def build_app(ctx: Ctx) -> "gr.Blocks":
 
 def demo(dirs: Sequence[str | Path] = (), host: str = HOST, port: int | None = None, block: bool = True,
          progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
-         build: Builder | None = None) -> "gr.Blocks":
+         build: Builder | None = None, web: str | None = None) -> "gr.Blocks":
     """Serve the app over DIRS (default: dist/minilm, built with BUILD if missing) on HOST:PORT (default 127.0.0.1
-    and the first free port from 7860). block=False returns the running app; call its close() to stop it."""
+    and the first free port from 7860). block=False returns the running app; call its close() to stop it.
+    WEB: the URL of a site `toolchain web --serve` serves; the model card links the artifacts it was built from."""
     ctx = Ctx.open(list(dirs) or [default_artifact(progress, build)])
+    ctx.web = web_links(web, list(ctx.arts.values())) if web else {}
     app = build_app(ctx)
     charts = [c for c in (chart(a) for a in ctx.arts.values()) if c]  # the only files served from artifacts
     theme = gr.themes.Default(font=FONTS, font_mono=MONO)  # system fonts: nothing fetched from outside

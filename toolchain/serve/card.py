@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from toolchain.runtime import Manifest
+from toolchain.runtime import Manifest, ToolchainError
 from toolchain.serve.context import Artifact, Ctx
 from toolchain.serve.tabs import TABS
 from toolchain.serve.ui import gr
@@ -33,12 +33,30 @@ def bench_lines(m: Manifest) -> list[str]:
     return lines
 
 
-def card(art: Artifact) -> str:
+def web_links(url: str, arts: list[Artifact]) -> dict[str, str]:
+    """Artifact key -> its page on the site `toolchain web --serve` serves at URL, for the artifacts that site
+    was built from (its site.json names their directories); the others get no link."""
+    import urllib.parse
+    import urllib.request
+
+    base = url if url.endswith("/") else url + "/"
+    try:
+        with urllib.request.urlopen(base + "site.json", timeout=10) as response:
+            built = {str(m["artifact"]): str(m["name"]) for m in json.loads(response.read())["models"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ToolchainError(f"no site built by `toolchain web` answers at {base} ({exc}); start one with "
+                             "`toolchain web DIR --out SITE --serve`, or leave out --web.") from None
+    return {a.key: f"{base}?model={urllib.parse.quote(built[root])}" for a in arts
+            if (root := str(a.manifest.root.resolve())) in built}
+
+
+def card(art: Artifact, web: str | None = None) -> str:
     m, src = art.manifest, art.manifest.source
     lines = [f"### {art.key}",
              f"task **{m.task}** (`{TABS[art.task].slug}`)" + (f", labels: {', '.join(m.labels)}" if m.labels else "")
              + f"; source {src.model or None} ({src.architecture or None}), opset {m.opset}, "
-             f"at most {m.max_length} tokens", "",
+             f"at most {m.max_length} tokens", *(["", f"runs in your browser, offline: [{web}]({web})"] if web else []),
+             "",
              "| variant | precision | size | gate | check | latency |", "|---|---|---|---|---|---|"]
     for v in m.variants.values():
         lines.append(f"| {v.name} | {v.precision} | {v.bytes / 1e6:.1f} MB | {'passed' if v.passed else 'FAILED'} | "
@@ -58,12 +76,12 @@ def chart(art: Artifact) -> str | None:
 def card_view(ctx: Ctx) -> None:
     arts = list(ctx.arts.values())
     artifact = artifact_picker(arts, "card")
-    text = gr.Markdown(card(arts[0]), elem_id="card")
+    text = gr.Markdown(card(arts[0], ctx.web.get(arts[0].key)), elem_id="card")
     image = gr.Image(chart(arts[0]), label="bench chart", interactive=False, type="filepath", elem_id="card-chart",
                      buttons=["download", "fullscreen"])  # no "share": nothing leaves this machine
 
     def manifest(artifact: str | None = None):
         art = ctx.pick(artifact)
-        return chart(art), card(art)
+        return chart(art), card(art, ctx.web.get(art.key))
 
     artifact.change(guarded(manifest, (None,)), artifact, [image, text], api_name="manifest")

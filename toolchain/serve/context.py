@@ -38,6 +38,7 @@ class Ctx:
     """The artifacts being served and their loaded models, cached per (artifact, variant)."""
 
     arts: dict[str, Artifact] = field(default_factory=dict)
+    web: dict[str, str] = field(default_factory=dict)  # artifact key -> its in-browser page (card.web_links)
     _models: dict[tuple[str, str], Model] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -5,6 +5,7 @@ trained model dir (safetensors weights, tokenizer, training.json)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ def progress_callback():
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.training_bar is not None and logs and "loss" in logs:
-                seen = state.global_step * args.per_device_train_batch_size
+                seen = state.global_step * args.per_device_train_batch_size * args.world_size
                 rate = seen / max(1e-9, time.perf_counter() - self.started)
                 self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", ex_s=f"{rate:.1f}")
 
@@ -57,7 +58,7 @@ def fit(model, tok, rows, collator, settings: Training, out: Path, progress, gro
     if resume:
         progress(f"resuming from the last checkpoint in {ckpt} ({resume.name})")
     args = transformers.TrainingArguments(
-        output_dir=str(ckpt), per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=64,
+        output_dir=str(ckpt), per_device_train_batch_size=per_device_batch(settings.batch_size), per_device_eval_batch_size=64,
         learning_rate=settings.learning_rate, num_train_epochs=settings.epochs, max_steps=settings.max_steps,
         warmup_ratio=settings.warmup_ratio, weight_decay=settings.weight_decay, lr_scheduler_type="linear",
         logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_total_limit=1,
@@ -70,7 +71,24 @@ def fit(model, tok, rows, collator, settings: Training, out: Path, progress, gro
     trainer.add_callback(progress_callback())
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    history = trainer.state.log_history  # the last entry (train summary) goes into training.json
+    if history:
+        history[-1].update(loss_curve=[h["loss"] for h in history if "loss" in h], world_size=args.world_size)
     return trainer, time.perf_counter() - started
+
+
+def world_size() -> int:
+    """Processes training together: torchrun sets WORLD_SIZE in each (train/distributed.py), else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def per_device_batch(batch_size: int) -> int:
+    """The recipe's batch_size is the global batch: under torchrun each of the WORLD_SIZE processes takes an
+    equal share, so a recipe learns the same whether it runs as 1 process or N (same steps, same examples)."""
+    n = world_size()
+    if batch_size % n:
+        raise RecipeError(f"batch_size {batch_size} does not split evenly over {n} processes; make it a multiple of {n}.")
+    return batch_size // n
 
 
 def checkpoints_dir(out: Path) -> Path:
@@ -96,7 +114,10 @@ def last_complete_checkpoint(ckpt: Path) -> Path | None:
 
 
 def save_model(model, tok, out: Path, metrics: dict[str, Any], settings: Training, extra: dict[str, str] | None = None) -> None:
-    """Write model, tokenizer, EXTRA text files and training.json into OUT atomically; drop the checkpoints."""
+    """Write model, tokenizer, EXTRA text files and training.json into OUT atomically; drop the checkpoints.
+    Under torchrun only global rank 0 writes (the others hold the same weights)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     with atomic_dir(out, marker="training.json") as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))

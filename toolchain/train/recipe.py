@@ -15,7 +15,7 @@ from typing import Any, get_type_hints
 from toolchain.runtime.errors import ToolchainError
 from toolchain.runtime.tasks import TASKS
 
-KNOWN_ARCHITECTURES = ("bert", "distilbert", "roberta", "llama", "gpt2", "vit")
+KNOWN_ARCHITECTURES = ("bert", "distilbert", "roberta", "llama", "gpt2", "vit", "vision-encoder-decoder")
 # [train] augment for image tasks (train/image_stage.py AUGMENTATIONS): label-preserving changes to training images
 IMAGE_AUGMENTATIONS = ("flip", "rotate90", "grayscale")
 # [pretrain] objective -> the architectures it trains (the objectives themselves: toolchain/train/objectives.py)

@@ -12,6 +12,7 @@ from typing import Any
 from toolchain.data.texts import read_split
 from toolchain.runtime.tasks import Unsupported
 from toolchain.train.fit import fit, save_model
+from toolchain.train.caption_stage import train_captioner
 from toolchain.train.image_stage import train_image_classifier
 from toolchain.train.objectives import objective_of, pretrain_model
 from toolchain.train.recipe import Recipe, RecipeError, Training
@@ -140,6 +141,7 @@ STAGES: dict[str, Any] = {
     "text-classification": finetune,
     "text-generation": causal_lm,
     "image-classification": train_image_classifier,
+    "image-to-text": train_captioner,
     "text2text-generation": Unsupported("encoder-decoders train as a [model] module (models/transformer-seq2seq.toml, "
                                          "models/lstm-seq2seq.toml); Hugging Face T5/BART/Marian export as they are"),
     "feature-extraction": Unsupported("embedding recipes export a pretrained sentence encoder as it is (models/minilm.toml); "

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from toolchain.data.metrics import char_error_rate
+from toolchain.data.metrics import bleu4, char_error_rate, exact_match
 from toolchain.data.texts import TextSet
 from toolchain.runtime.errors import ToolchainError
 from toolchain.runtime.manifest import REFERENCE_VARIANT, Manifest
@@ -152,6 +152,51 @@ def _images_of(data: TextSet) -> list:
 
 # Image classifiers: accuracy against the labels, as text classifiers (agreement with fp32 without labels).
 register(Gate("image-classification", 0.01, _classify_gate, lambda model, data: model.scores(_images_of(data))))
+
+
+CAPTION_COLUMNS = ("caption", "target")  # an image table's reference captions (models/data/shapes/*.tsv)
+
+
+def _captions_of(data: TextSet) -> list[str] | None:
+    """The reference caption of each image of DATA, read from its table's caption column; None without one."""
+    import csv
+
+    with open(data.path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t" if data.path.suffix == ".tsv" else ",",
+                                quoting=csv.QUOTE_NONE if data.path.suffix == ".tsv" else csv.QUOTE_MINIMAL)
+        column = next((c for c in CAPTION_COLUMNS if c in (reader.fieldnames or [])), None)
+        if column is None:
+            return None
+        return [(row[column] or "").strip().lower() for _, row in zip(range(len(data.images or [])), reader)]
+
+
+def _caption_gate(ref: np.ndarray, got: np.ndarray, data: TextSet, max_drop: float) -> GateResult:
+    """Captioners (outputs are strings): exact match and BLEU-4 against the table's captions may each drop by at
+    most max_drop from fp32's; without captions, agreement with fp32's captions."""
+    n = len(ref)
+    agreement = float(np.mean([a == b for a, b in zip(ref, got)])) if n else 1.0
+    metrics: dict[str, Any] = {"agreement": agreement, "images": n}
+    refs = _captions_of(data)
+    if refs is None:
+        passed = bool(sum(a != b for a, b in zip(ref, got)) / max(1, n) <= max_drop)
+        metrics["required_agreement"] = 1 - max_drop
+        return GateResult(metrics, passed, f"caption agreement with fp32 {agreement:.4f} (>= {1 - max_drop:.4f}); "
+                                           "no caption column")
+    em_ref, em_got = exact_match(list(ref), refs), exact_match(list(got), refs)
+    bleu_ref, bleu_got = bleu4(list(ref), refs), bleu4(list(got), refs)
+    em_drop = (sum(a == t for a, t in zip(ref, refs)) - sum(a == t for a, t in zip(got, refs))) / max(1, n)
+    bleu_drop = bleu_ref - bleu_got
+    metrics.update({"exact_match": em_got, "fp32_exact_match": em_ref, "exact_match_drop": em_drop, "bleu4": bleu_got,
+                    "fp32_bleu4": bleu_ref, "bleu4_drop": bleu_drop, "max_drop": max_drop})
+    return GateResult(metrics, bool(em_drop <= max_drop and bleu_drop <= max_drop),
+                      f"caption exact match {em_got:.4f} vs fp32 {em_ref:.4f} (drop {em_drop:+.4f}), BLEU-4 "
+                      f"{bleu_got:.4f} vs {bleu_ref:.4f} (drop {bleu_drop:+.4f}), budget {max_drop:.4f} each, "
+                      f"agreement {agreement:.4f}")
+
+
+# Captioners: exact match and BLEU-4 of greedy captions against the table's captions, within 2 points of fp32.
+register(Gate("image-to-text", 0.02, _caption_gate,
+              lambda model, data: np.array(model.caption(list(_images_of(data))), dtype=object)))
 
 
 def gate_for(task: str) -> Gate:

@@ -1,7 +1,10 @@
 """Target detection and per-target quantization presets (avx2, avx512-vnni, arm64, cuda).
 
-Integer kernels differ by instruction set: x86 without VNNI can saturate u8*s8 products, so weights
-are quantized with a reduced 7-bit range there; VNNI and ARM64 dot-product kernels need no such care.
+Integer kernels differ by instruction set: x86 without VNNI can saturate u8*s8 products (AVX2's
+vpmaddubsw adds two of them into int16), so int8 weights need a reduced 7-bit range there, or uint8
+weights (the u8u8 kernel widens to 16 bits first and never saturates); VNNI and ARM64 dot-product
+kernels need no such care. ``row_weights`` lists the per-row int8-dynamic weight formats (rowquant.py)
+that are exact on the target; quantize gates each and keeps the fastest on the machine at hand.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class Preset:
     weight_type: str = "QInt8"
     activation_type: str = "QUInt8"
     int4_accuracy_level: int = 4  # MatMulNBits computes in int8 on CPU
+    row_weights: tuple[str, ...] = ("u8s8",)  # int8-dynamic weight formats exact here (rowquant.WEIGHT_FORMATS)
 
 
 PRESETS: dict[str, Preset] = {}
@@ -33,12 +37,13 @@ def register(preset: Preset) -> Preset:
     return preset
 
 
-register(Preset("avx2", reduce_range=True))
-register(Preset("avx512", reduce_range=True))
+NO_SATURATION = ("u8u8", "u8s8-7bit")  # x86 without VNNI: full 8-bit uint8 weights, or 7-bit int8 weights
+register(Preset("avx2", reduce_range=True, row_weights=NO_SATURATION))
+register(Preset("avx512", reduce_range=True, row_weights=NO_SATURATION))
 register(Preset("avx512-vnni"))
 register(Preset("arm64", activation_type="QInt8"))
 register(Preset("cuda", per_channel=True, activation_type="QInt8"))
-register(Preset("generic", reduce_range=True))
+register(Preset("generic", reduce_range=True, row_weights=NO_SATURATION))
 
 
 def cpu_flags() -> set[str]:
@@ -65,6 +70,13 @@ def detect_target() -> str:
     if "avx2" in flags:
         return "avx2"
     return "generic"
+
+
+def exact_on(weights: str | None, host: str) -> bool:
+    """Whether a variant in weight format WEIGHTS, gated on a HOST CPU, was gated on the numbers its target computes:
+    u8u8 and 7-bit weights never saturate, so they are exact everywhere; full-range u8s8 only where VNNI or ARM dot
+    products run it (judge the avx512-vnni preset on such a CPU). Other modes' formats are not integer GEMMs here."""
+    return weights != "u8s8" or host in ("avx512-vnni", "arm64")
 
 
 def preset_for(target: str | None = None) -> Preset:

@@ -1,8 +1,10 @@
 """Quantize: add an int8 / int4 / fp16 variant to an artifact, kept for `auto` only if it passes the gate.
 
-The work is onnxruntime.quantization's; this module picks its settings per target (hardware.py),
-searches a short ladder of layers to keep in fp32 when the fully quantized graph misses the gate
-(sensitive projections into the residual stream first), and records every number in the manifest.
+int8-dynamic is per-row (rowquant.py: one activation scale per token, so batch-invariant), in each weight
+format the target's kernels compute exactly (hardware.py); the layers to keep in fp32 are searched from a
+measured sensitivity ranking (sensitivity.py, plans.py). The other modes are onnxruntime.quantization's,
+with the structural ladder of layers to keep. Every plan is gated against fp32, the passing ones are timed,
+and every number (the ranking, the plans tried, batch invariance) is recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from typing import Any, Callable
 from toolchain.artifact.atomic import add_variant, link_into, writes_into
 from toolchain.bench.core import measure_variants, record_latency
 from toolchain.data.texts import TextSet, read_texts
-from toolchain.variants.gate import GateResult, judge
-from toolchain.variants.hardware import Preset, preset_for
+from toolchain.variants.gate import GateResult, judge, outputs
+from toolchain.variants.hardware import Preset, detect_target, exact_on, preset_for
+from toolchain.variants.invariance import batch_invariance
+from toolchain.variants.plans import Plan, search, structural
+from toolchain.variants.rowquant import WEIGHT_FORMATS, rowquant
+from toolchain.variants.sensitivity import rank
 from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ToolchainError
 from toolchain.runtime.manifest import MODEL, REFERENCE_VARIANT, Component, Manifest, Variant, read_manifest
@@ -29,23 +35,6 @@ CALIB_BATCH = 8
 SAME_SPEED = 1.03  # candidates within 3% of the fastest count as equally fast
 
 
-@dataclass
-class Plan:
-    """One candidate: what to keep in fp32, and the data static calibration needs."""
-
-    label: str
-    exclude: list[str] = field(default_factory=list)
-    keep: str = "fp32"  # how the excluded layers are stored: a key of KEEP
-    calib: TextSet | None = None
-    artifact: Path | None = None
-    components: tuple[str, ...] = (MODEL,)  # the graphs this plan quantizes; the others stay fp32
-
-
-# How layers kept off activation quantization are stored: fp32, or int8 weights (block-wise, weight-only)
-# computed in fp32 or with int8 per-block activations (finer than per-tensor dynamic quantization).
-KEEP = {"fp32": None, "int8-weights": {"accuracy_level": None}, "int8-weights-int8-compute": {"accuracy_level": 4}}
-
-
 @dataclass(frozen=True)
 class Mode:
     name: str  # as given to --mode
@@ -53,7 +42,7 @@ class Mode:
     precision: str
     build: Callable[[Path, Path, Preset, Plan], None]
     ladder: bool = True  # also try keeping sensitive layers off quantization
-    keeps: tuple[str, ...] = ("fp32",)  # ways to store the kept layers (keys of KEEP)
+    measured: bool = False  # find the layers to keep from the sensitivity ranking (else the structural ladder)
 
 
 MODES: dict[str, Mode] = {}
@@ -71,17 +60,15 @@ def _qtype(name: str):
 
 
 def _int8_dynamic(src: Path, dst: Path, preset: Preset, plan: Plan) -> None:
-    """Dynamic int8 (weights per channel, activations per call); the layers the ladder keeps away from
-    activation quantization still store int8 weights (block-wise, weight-only, fp32 compute)."""
-    from onnxruntime.quantization import quantize_dynamic
+    """Per-row dynamic int8 (rowquant.py) in the plan's weight format, the plan's layers left in fp32; embedding
+    tables (Gather) stored as int8 by onnxruntime (weight-only: a lookup needs no activation scale)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(src), str(dst), op_types_to_quantize=["MatMul", "Gather"], per_channel=preset.per_channel,
-        reduce_range=preset.reduce_range, weight_type=_qtype(preset.weight_type), nodes_to_exclude=plan.exclude,
-        extra_options={"MatMulConstBOnly": True},
-    )
-    if plan.exclude and KEEP[plan.keep] is not None:
-        _weight_only(dst, dst, bits=8, include=plan.exclude, **KEEP[plan.keep])
+    tables = dst.with_name(dst.stem + ".tables.onnx")
+    quantize_dynamic(str(src), str(tables), op_types_to_quantize=["Gather"], weight_type=QuantType.QInt8)
+    rowquant(tables, dst, WEIGHT_FORMATS[plan.weights or preset.row_weights[0]], plan.exclude)
+    for p in tables.parent.glob(tables.name + "*"):
+        p.unlink()
 
 
 def _weight_only(src: Path, dst: Path, bits: int, include: list[str] | None = None, exclude: list[str] | None = None,
@@ -161,45 +148,10 @@ def _int4(src: Path, dst: Path, preset: Preset, plan: Plan) -> None:
     _weight_only(src, dst, bits=4, exclude=plan.exclude, accuracy_level=preset.int4_accuracy_level)
 
 
-register(Mode("int8-dynamic", "int8", "int8", _int8_dynamic, keeps=tuple(KEEP)))
+register(Mode("int8-dynamic", "int8", "int8", _int8_dynamic, measured=True))
 register(Mode("int8-static", "int8-static", "int8", _int8_static))
 register(Mode("fp16", "fp16", "fp16", _fp16, ladder=False))
 register(Mode("int4", "int4", "int4", _int4))
-
-
-def exclusion_ladder(model_path: Path) -> list[tuple[str, list[str]]]:
-    """Candidates from least to most kept in fp32, found from the graph's structure (not layer names):
-
-    1. nothing; 2. the projections right after the activation (FFN down-projections, whose inputs
-    have the widest range); 3. every projection that writes into the residual stream.
-    """
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    weights = {i.name for i in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    matmuls = [n for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in weights]
-
-    def after_activation(n) -> bool:
-        p = producer.get(n.input[0])
-        return p is not None and p.op_type in {"Mul", "Gelu", "FastGelu", "BiasGelu", "Relu", "QuickGelu"}
-
-    def into_residual(n) -> bool:
-        nxt = [c for c in consumers.get(n.output[0], []) if c.op_type == "Add"]
-        return any(c.op_type == "Add" for a in nxt for c in consumers.get(a.output[0], []))
-
-    down = [n.name for n in matmuls if after_activation(n)]
-    residual = [n.name for n in matmuls if into_residual(n)]
-    ladder = [("all layers quantized", [])]
-    if down:
-        ladder.append((f"{len(down)} FFN down-projections kept at higher precision", down))
-    if residual and set(residual) != set(down):
-        ladder.append((f"{len(residual)} residual-stream projections kept at higher precision", residual))
-    return ladder
 
 
 @dataclass
@@ -213,31 +165,16 @@ class QuantizeReport:
     tried: list[dict[str, Any]]
     p50_ms: float | None = None
     fp32_p50_ms: float | None = None
+    sensitivity: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # weight format -> ranking
+    batch_invariance: dict[str, Any] = field(default_factory=dict)
+    why: str = ""
 
 
-def component_ladder(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
-    """A variant of several graphs (encoder + decoder): every graph quantized first, then one graph at a
-    time, the last first (a decoder runs once per output token: where quantization saves the most), the
-    others kept in fp32."""
-    ladder = [("every component quantized", tuple(names))]
-    for name in reversed(names):
-        kept = ", ".join(n for n in names if n != name)
-        ladder.append((f"{name} quantized ({kept} kept in fp32)", (name,)))
-    return ladder
-
-
-def candidates(spec: Mode, src: Path | dict[str, Path]) -> list[Plan]:
-    """Every plan MODE tries for SRC (a graph, or component -> graph): the ladder of layers kept off
-    quantization x the ways to store them; for a variant of several graphs, the ladder of components."""
-    src = src if isinstance(src, dict) else {MODEL: Path(src)}
-    if len(src) > 1:
-        return [Plan(label, components=names) for label, names in component_ladder(list(src))]
-    (src,) = src.values()
-    plans = []
-    for label, exclude in exclusion_ladder(src) if spec.ladder else [("as converted", [])]:
-        for keep in spec.keeps if exclude else ("fp32",):
-            plans.append(Plan(label + (f" ({keep})" if exclude else ""), exclude, keep))
-    return plans
+def candidates(spec: Mode, src: Path | dict[str, Path], preset: Preset | None = None) -> list[Plan]:
+    """The fixed plans MODE tries for SRC (a graph, or component -> graph) without a sensitivity ranking: the
+    structural ladder of layers kept in fp32 (per weight format for int8-dynamic), or the ladder of components."""
+    weights = (preset or preset_for(None)).row_weights if spec.name == "int8-dynamic" else (None,)
+    return structural(src, spec.ladder, ("fp32",), weights)
 
 
 @writes_into
@@ -252,7 +189,7 @@ def quantize(
 ) -> QuantizeReport:
     """Add MODE's variant to ARTIFACT: every candidate plan is gated against fp32 on CALIB (default: the
     bundled SST-2 dev set), the passing ones are timed against fp32 in one run, and the fastest is kept
-    (the smallest of those within 3% of the fastest).
+    (the smallest of those within 3% of the fastest); its batch invariance is measured and recorded.
     When none passes, the closest is kept for inspection with passed=false (never chosen by auto)."""
     if mode not in MODES:
         raise ToolchainError(f"mode {mode!r} is not known; use one of {', '.join(MODES)}.")
@@ -265,59 +202,116 @@ def quantize(
                              "--mode int8-dynamic for encoder-decoders.")
     preset = preset_for(target)
     data = read_texts(calib, limit=limit)
-    progress(f"{mode} for target {preset.target} (per-channel {preset.per_channel}, reduce-range {preset.reduce_range}); "
-             f"gate on {len(data.texts)} texts from {data.path}")
+    progress(f"{mode} for target {preset.target} ({_scheme(spec, preset)}); gate on {len(data.texts)} texts from {data.path}")
     work = Path(tempfile.mkdtemp(prefix=f".{spec.variant}.tmp-{os.getpid()}-", dir=root))
     try:
         src = {c: link_into(p, work) for c, p in src.items()}  # the quantizer writes NAME-inferred.onnx beside its input
-        scratch = copy.deepcopy(manifest)
-        tried = _try_candidates(spec, src, work, scratch, preset, data, max_drop, progress)
-        passed = [t for t in tried if t["passed"]]
-        best, timings = _choose(scratch, spec, tried, progress)
+        trials = _Trials(spec, src, work, copy.deepcopy(manifest), preset, data, max_drop, progress)
+        _search(trials)
+        tried = trials.tried
+        best, timings = _choose(trials.scratch, spec, tried, progress)
         result = best["result"]
+        invariance = batch_invariance(trials.scratch, best["name"], data)
+        progress(f"batch invariance of the kept plan: {invariance}")
+        why = _why(best, tried)
         entry = {
             "precision": spec.precision, "passed": result.passed, "latency": {},
             "tolerance": {"max_drop": result.metrics.get("max_drop", max_drop)},
-            "metrics": {"gate": result.metrics, "quantization": {
-                "mode": mode, "target": preset.target, "per_channel": preset.per_channel,
-                "reduce_range": preset.reduce_range, "plan": best["plan"], "kept_nodes": best["fp32_nodes"],
-                "kept_as": best["keep"], "tried": [_row(t) for t in tried]}},
+            "metrics": {"gate": result.metrics, "batch_invariance": invariance, "quantization": {
+                "mode": mode, "target": preset.target, "scheme": _scheme(spec, preset, best["weights"]),
+                "per_channel": preset.per_channel, "weights": best["weights"],
+                "reduce_range": WEIGHT_FORMATS[best["weights"]].reduce_range if best["weights"] else preset.reduce_range,
+                "plan": best["plan"], "kept_nodes": best["fp32_nodes"], "why": why, "gated_on": detect_target(),
+                "numerics_match_target": exact_on(best["weights"], detect_target()),
+                "sensitivity": trials.rankings, "tried": [_row(t) for t in tried]}},
         }
         fp32 = manifest.variant(REFERENCE_VARIANT).components  # components left in fp32 share its files
         add_variant(root, spec.variant, {c: p if c in best["quantized"] else root / fp32[c].file
                                          for c, p in best["files"].items()}, entry)
-        if passed:  # so that variant="auto" ranks it at once; `toolchain bench` refines it
+        if result.passed:  # so that variant="auto" ranks it at once; `toolchain bench` refines it
             record_latency(root, {REFERENCE_VARIANT: timings[REFERENCE_VARIANT], spec.variant: timings[best["name"]]})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return QuantizeReport(spec.variant, result.passed, result, best["plan"], best["bytes"],
                           manifest.variant(REFERENCE_VARIANT).bytes, [_row(t) for t in tried],
-                          best.get("p50_ms"), timings.get(REFERENCE_VARIANT, {}).get("p50_ms"))
+                          best.get("p50_ms"), timings.get(REFERENCE_VARIANT, {}).get("p50_ms"),
+                          trials.rankings, invariance, why)
 
 
-def _try_candidates(spec: Mode, src: dict[str, Path], work: Path, scratch: Manifest, preset: Preset, data: TextSet,
-                    max_drop: float | None, progress: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Build every candidate plan into WORK and gate it against fp32 (listed in SCRATCH, a copy of the manifest)."""
-    root, reference, tried = scratch.root, None, []
-    for n, plan in enumerate(candidates(spec, src)):
+def _scheme(spec: Mode, preset: Preset, weights: str | None = None) -> str:
+    if spec.name != "int8-dynamic":
+        return f"per-channel {preset.per_channel}, reduce-range {preset.reduce_range}"
+    formats = weights or " / ".join(preset.row_weights)
+    return f"per-row dynamic int8 activations, per-channel weights as {formats}"
+
+
+class _Trials:
+    """Builds plans into WORK and gates each against fp32 (listed in SCRATCH, a copy of the manifest); every
+    attempt is kept in ``tried``, in order."""
+
+    def __init__(self, spec: Mode, src: dict[str, Path], work: Path, scratch: Manifest, preset: Preset,
+                 data: TextSet, max_drop: float | None, progress: Callable[[str], None]):
+        self.spec, self.src, self.work, self.scratch, self.preset = spec, src, work, scratch, preset
+        self.data, self.max_drop, self.progress = data, max_drop, progress
+        self.tried: list[dict[str, Any]] = []
+        self.rankings: dict[str, list[dict[str, Any]]] = {}
+        self.reference = None
+
+    def attempt(self, plan: Plan) -> bool:
+        n, spec, root = len(self.tried), self.spec, self.scratch.root
         name = f"{spec.variant}~{n}"
-        progress(f"building {spec.variant}: {plan.label}")
-        plan.calib, plan.artifact = data, root
+        self.progress(f"building {spec.variant}: {plan.label}")
+        plan.calib, plan.artifact = self.data, root
         files = {}
-        for component, path in src.items():  # a component the plan does not quantize stays the fp32 graph
-            files[component] = work / (f"{n}.onnx" if component == MODEL else f"{n}.{component}.onnx")
+        for component, path in self.src.items():  # a component the plan does not quantize stays the fp32 graph
+            files[component] = self.work / (f"{n}.onnx" if component == MODEL else f"{n}.{component}.onnx")
             if component in plan.components:
-                _build(spec, path, files[component], preset, plan)
+                _build(spec, path, files[component], self.preset, plan)
             else:
                 files[component] = path
-        scratch.variants[name] = Variant(name, precision=spec.precision, components={
+        self.scratch.variants[name] = Variant(name, precision=spec.precision, components={
             c: Component.of(root, str(p.relative_to(root))) for c, p in files.items()})
-        result, reference = judge(scratch, name, data, max_drop, reference)
-        progress(f"  {'passed' if result.passed else 'missed'}: {result.summary}")
-        tried.append({"name": name, "plan": plan.label, "fp32_nodes": plan.exclude, "keep": plan.keep,
-                      "passed": result.passed, "bytes": sum(p.stat().st_size for p in files.values()),
-                      "files": files, "quantized": plan.components, "result": result, **_brief(result)})
-    return tried
+        result, self.reference = judge(self.scratch, name, self.data, self.max_drop, self.reference)
+        self.progress(f"  {'passed' if result.passed else 'missed'}: {result.summary}")
+        self.tried.append({"name": name, "plan": plan.label, "fp32_nodes": plan.exclude, "weights": plan.weights,
+                           "passed": result.passed, "bytes": sum(p.stat().st_size for p in files.values()),
+                           "files": files, "quantized": plan.components, "result": result, **_brief(result)})
+        return result.passed
+
+
+def _search(trials: _Trials) -> None:
+    """Measured plans where the ranking can feed the graph (int8-dynamic on one graph: encoders, decoders): per
+    weight format, the fewest most sensitive layers kept in fp32 with which the gate passes; else fixed candidates."""
+    spec, src = trials.spec, trials.src
+    if not (spec.measured and len(src) == 1):
+        for plan in candidates(spec, src, trials.preset):
+            trials.attempt(plan)
+        return
+    (path,) = src.values()
+    # fp32's outputs first: the gate checks the data fits the task (images for an image model) before any ranking
+    trials.reference = outputs(trials.scratch, REFERENCE_VARIANT, trials.data)
+    formats = trials.preset.row_weights
+    try:
+        rankings = rank(path, trials.scratch.root, trials.data, [WEIGHT_FORMATS[f] for f in formats])
+    except NotImplementedError:  # a graph the ranking cannot feed: the structural ladder instead
+        for plan in structural(path, spec.ladder, ("fp32",), formats):
+            trials.attempt(plan)
+        return
+    for fmt in formats:
+        ranking = rankings[fmt]
+        trials.rankings[fmt] = [r.to_dict() for r in ranking]
+        trials.progress(f"sensitivity ({fmt}): " + ", ".join(f"{r.node} {r.error:.4f}" for r in ranking[:3]) + " ...")
+        search([r.node for r in ranking], trials.attempt, fmt)
+
+
+def _why(best: dict[str, Any], tried: list[dict[str, Any]]) -> str:
+    """One sentence for the manifest: why this plan was kept."""
+    if not best["passed"]:
+        return "no plan passed the gate; the closest miss is kept for inspection and never chosen by auto"
+    passed = [t for t in tried if t["passed"]]
+    kept = len(best["fp32_nodes"])
+    return (f"{len(passed)} of {len(tried)} plans passed the gate; this one was the fastest at batch 1 x 128 "
+            f"(the smallest within {SAME_SPEED - 1:.0%} of it), with {kept} layer(s) kept in fp32")
 
 
 def _choose(scratch: Manifest, spec: Mode, tried: list[dict[str, Any]],

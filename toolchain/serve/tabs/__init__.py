@@ -1,8 +1,8 @@
 """One tab per task: ``TABS`` maps a task name (a key of ``toolchain.runtime.tasks.TASKS``) to its Tab.
 
 The one place a task's page plugs in: a tab is one module here plus one entry below (translate.py
-serves /translate, classify_image.py /classify_image with uploads up to MAX_FILE_SIZE; an "image-to-text" tab
-would serve /caption the same way). A task with no entry is listed in the page header as having no tab yet.
+serves /translate, classify_image.py /classify_image with uploads up to MAX_FILE_SIZE, caption.py /caption the
+same way). A task with no entry is listed in the page header as having no tab yet.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from toolchain.runtime import Model
 from toolchain.serve.context import COMPARE_RUNS, Artifact, Ctx
-from toolchain.serve.tabs import classify, classify_image, embed, generate, translate
+from toolchain.serve.tabs import caption, classify, classify_image, embed, generate, translate
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ TABS: dict[str, Tab] = {
     generate.TASK: Tab("Generation", "generate", generate.build, generate.compare_one, compare_runs=1),
     translate.TASK: Tab("Translation", "translate", translate.build, translate.compare_one, compare_runs=1),
     classify_image.TASK: Tab("Image", "classify_image", classify_image.build, classify_image.compare_one),
+    caption.TASK: Tab("Caption", "caption", caption.build, caption.compare_one, compare_runs=1),
 }
 
 __all__ = ["TABS", "Tab"]

@@ -1,0 +1,99 @@
+"""Slow: `toolchain serve` on a simulated two-node Ray cluster (ray.cluster_utils.Cluster): replicas land on
+both nodes, and a replica process killed mid-load is replaced while the service keeps answering."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fleet.conftest import free_port
+
+pytestmark = pytest.mark.slow
+openai = pytest.importorskip("openai")
+
+from toolchain.fleet import ServeSettings  # noqa: E402
+from toolchain.runtime import load  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tiny_artifact):
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    from toolchain.fleet.cluster import start_service
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    cluster.wait_for_nodes()
+    artifact = tiny_artifact("bert")
+    url = start_service([artifact], ServeSettings(replicas=2, cpus_per_replica=1.0, port=free_port()))
+    yield {"url": url, "artifact": artifact, "name": artifact.name}
+    serve.shutdown()
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def replicas(name: str, calls: int = 40) -> dict[int, str]:
+    """pid -> node id of the replicas that answered CALLS info() calls (Serve spreads calls over replicas)."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle(f"model-{name}", app_name="toolchain")
+    infos = [r.result() for r in [handle.info.remote() for _ in range(calls)]]
+    return {i["pid"]: i["node"] for i in infos}
+
+
+def test_replicas_land_on_both_nodes(two_nodes):
+    import ray
+
+    seen = replicas(two_nodes["name"])
+    assert len(seen) == 2 and set(seen.values()) == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    client = openai.OpenAI(base_url=f"{two_nodes['url']}/v1", api_key="-", max_retries=0)
+    got = client.embeddings.create(model=two_nodes["name"], input=["a cat"]).data[0].embedding
+    np.testing.assert_allclose(got, load(two_nodes["artifact"]).embed(["a cat"])[0], atol=1e-6)
+
+
+def test_killed_replica_is_replaced_and_service_answers(two_nodes):
+    name, want = two_nodes["name"], load(two_nodes["artifact"]).embed(["a cat"])[0]
+    client = openai.OpenAI(base_url=f"{two_nodes['url']}/v1", api_key="-", max_retries=0, timeout=10)
+    log: list[tuple[float, bool]] = []
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                ok = bool(np.allclose(client.embeddings.create(model=name, input=["a cat"]).data[0].embedding, want,
+                                      atol=1e-5))
+            except openai.APIError:
+                ok = False
+            log.append((time.monotonic(), ok))
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    victim = next(iter(replicas(name)))
+    killed = time.monotonic()
+    os.kill(victim, signal.SIGKILL)  # on this machine: both "nodes" are local processes
+    deadline = killed + 60
+    while time.monotonic() < deadline and (victim in (now := replicas(name, 20)) or len(now) < 2):
+        time.sleep(1)
+    replaced = time.monotonic() - killed
+    time.sleep(2)
+    stop.set()
+    for t in threads:
+        t.join()
+    after = [ok for t, ok in log if t > killed]
+    failed = sum(not ok for ok in after)
+    first_ok = min((t for t, ok in log if t > killed and ok), default=None)
+    print(f"\nreplica kill: {len(after)} requests after the kill, {failed} failed; replaced in {replaced:.1f} s; "
+          f"first answer {None if first_ok is None else round(first_ok - killed, 2)} s after the kill")
+    assert replaced < 30 and first_ok is not None and first_ok - killed < 30
+    retrying = openai.OpenAI(base_url=f"{two_nodes['url']}/v1", api_key="-", max_retries=3)
+    np.testing.assert_allclose(retrying.embeddings.create(model=name, input=["a cat"]).data[0].embedding, want, atol=1e-5)

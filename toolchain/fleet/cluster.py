@@ -1,0 +1,98 @@
+"""Joining a Ray cluster and starting the service on it: the functions `toolchain serve` calls.
+
+``address=None`` starts a private Ray on this machine (what one laptop needs); ``"auto"`` joins the
+cluster this machine belongs to (`ray start --head` / `ray start --address=HEAD:6379` ran here);
+``"ray://HEAD:10001"`` connects through Ray Client from outside the cluster. Ray is an optional extra:
+without it, one sentence says how to install it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from toolchain.fleet.settings import ServeSettings
+from toolchain.runtime.errors import ToolchainError
+
+
+def require_ray(what: str) -> None:
+    """Refuse in one sentence when Ray (the serve extra) is missing."""
+    try:
+        import ray  # noqa: F401
+        from ray import data, serve  # noqa: F401
+    except ImportError as exc:
+        raise ToolchainError(f"{what} needs Ray ({exc.name} is not installed): pip install 'toolchain[serve]'.") from None
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+    """ray.init once: a local Ray (address None), the cluster this machine is in ("auto"), or ray://HOST:PORT."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address not in (None, "auto") and not address.startswith("ray://") and ":" not in address:
+        raise ToolchainError(f"--address {address!r} is not a Ray address; use auto, HOST:6379 or ray://HOST:10001.")
+    try:
+        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    except ConnectionError as exc:
+        raise ToolchainError(f"no Ray cluster answered at {address!r} ({str(exc).splitlines()[0][:120]}); start one "
+                             "with `ray start --head` or leave --address out for a local Ray.") from None
+
+
+def start_service(dirs: list[str | Path], settings: ServeSettings, progress: Callable[[str], None] = lambda m: None,
+                  timeout_s: float = 120.0) -> str:
+    """Deploy the artifacts on the connected Ray and return the base URL once /health answers."""
+    from ray import serve
+
+    from toolchain.fleet.deploy import APP_NAME, build_app
+
+    application = build_app(dirs, settings)  # reads every manifest first: a bad DIR fails before Ray works
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    progress(f"deploying {len(dirs)} artifact(s), {settings.replicas} replica(s) each")
+    serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    url = f"http://{host}:{settings.port}"
+    wait_healthy(url, timeout_s)
+    return url
+
+
+def wait_healthy(url: str, timeout_s: float = 120.0) -> dict:
+    """GET URL/health until it answers 200 (replicas loaded), or refuse after TIMEOUT_S."""
+    deadline, last = time.monotonic() + timeout_s, "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                return json.loads(r.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last = str(exc)[:120]
+        time.sleep(0.5)
+    raise ToolchainError(f"the service at {url} did not become healthy within {timeout_s:.0f} s ({last}); "
+                         "see the Ray logs under /tmp/ray/session_latest/logs.")
+
+
+def stop_service() -> None:
+    from ray import serve
+
+    serve.delete(_app_name())
+
+
+def _app_name() -> str:
+    from toolchain.fleet.deploy import APP_NAME
+
+    return APP_NAME
+
+
+def serve_forever(dirs: list[str | Path], settings: ServeSettings, progress: Callable[[str], None] = lambda m: None) -> None:
+    """Deploy, say where the API is, and keep serving until Ctrl-C; then take the application down."""
+    url = start_service(dirs, settings, progress)
+    progress(f"serving {', '.join(Path(d).resolve().name for d in dirs)} at {url}/v1 (OpenAI-compatible); Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        stop_service()

@@ -1,0 +1,254 @@
+"""Ray Serve deployments: one ``ModelServer`` per artifact (N replicas, each loading the runtime once)
+behind one FastAPI ``Gateway`` that speaks the OpenAI-compatible API (openai_api.py).
+
+Why Ray Serve and not a home-made server: replicas, request routing between them, restarting a dead
+replica, placing replicas across the nodes of a cluster and batching concurrent requests are what it
+does; the same code runs on one laptop (a local Ray started here) and on a cluster (``address="auto"``
+or ``ray://head:10001``). Encoders batch concurrent requests with ``@serve.batch`` (max batch size and
+wait time from ServeSettings): one runtime call embeds the texts of many requests. Requests are checked
+in the gateway before a replica is asked, and replicas only call the public runtime API.
+"""
+
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+
+from toolchain.fleet import openai_api as api
+from toolchain.fleet.settings import ServeSettings
+from toolchain.runtime import read_manifest
+from toolchain.runtime.errors import ToolchainError
+
+APP_NAME = "toolchain"
+_END = object()  # the end of a streamed generation
+
+
+def _runtime_reason(exc: BaseException) -> str | None:
+    """The one-sentence message of a runtime error raised in a replica (Ray wraps it), else None."""
+    cause = getattr(exc, "cause", None) or exc
+    return str(cause).splitlines()[0] if isinstance(cause, ToolchainError) else None
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64, health_check_period_s=2)
+class ModelServer:
+    """One replica: the artifact loaded once with ``toolchain.runtime.load``; runs each task's method."""
+
+    def __init__(self, path: str, variant: str, threads: int | None, max_batch_size: int, batch_wait_s: float):
+        from toolchain.runtime import load
+
+        self.model = load(path, variant=variant, threads=threads)
+        self.task = self.model.info()["task"]
+        self.encode.set_max_batch_size(max_batch_size)
+        self.encode.set_batch_wait_timeout_s(batch_wait_s)
+
+    def info(self) -> dict[str, Any]:
+        import os
+
+        return {**self.model.info(), "pid": os.getpid(), "node": _node_id()}
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def encode(self, requests: list[list[str]]) -> list[Any]:
+        """Embed or classify the texts of many concurrent requests in one runtime call, split back per request."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._encode_all, requests)
+
+    def _encode_all(self, requests: list[list[str]]) -> list[Any]:
+        run = self.model.embed if self.task == "feature-extraction" else self.model.classify
+        flat = [t for texts in requests for t in texts]
+        try:
+            out = run(flat)
+        except ToolchainError:  # one bad request must not fail the others batched with it
+            return [self._one(run, texts) for texts in requests]
+        results, start = [], 0
+        for texts in requests:
+            results.append(out[start : start + len(texts)])
+            start += len(texts)
+        return results
+
+    @staticmethod
+    def _one(run, texts: list[str]) -> Any:
+        try:
+            return run(texts)
+        except ToolchainError as exc:
+            return {"error": str(exc).splitlines()[0]}
+
+    async def translate(self, texts: list[str], max_tokens: int, beam_size: int) -> Any:
+        def work():
+            try:
+                return self.model.translate(texts, max_new_tokens=max_tokens, beam_size=beam_size)
+            except ToolchainError as exc:
+                return {"error": str(exc).splitlines()[0]}
+
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+
+    async def caption(self, images: list[bytes], max_tokens: int, beam_size: int) -> Any:
+        def work():
+            try:
+                return self.model.caption(images, max_new_tokens=max_tokens, beam_size=beam_size)
+            except ToolchainError as exc:
+                return {"error": str(exc).splitlines()[0]}
+
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+
+    async def complete(self, prompt: str, options: dict[str, Any]) -> Any:
+        def work():
+            try:
+                return self.model.generate(prompt, **options)
+            except ToolchainError as exc:
+                return {"error": str(exc).splitlines()[0]}
+
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+
+    async def stream(self, prompt: str, options: dict[str, Any]):
+        """The pieces of one greedy or sampled generation, each as soon as the runtime yields it."""
+        loop = asyncio.get_running_loop()
+        pieces = await loop.run_in_executor(None, lambda: iter(self.model.generate(prompt, stream=True, **options)))
+        while (piece := await loop.run_in_executor(None, next, pieces, _END)) is not _END:
+            yield piece
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+app = FastAPI(title="toolchain", docs_url=None, redoc_url=None)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
+@serve.ingress(app)
+class Gateway:
+    """The HTTP API: checks each request (openai_api.py), asks the model's replicas, shapes the answer."""
+
+    def __init__(self, servers: dict[str, Any], tasks: dict[str, str], limits: dict[str, int]):
+        self.servers, self.tasks, self.limits = servers, tasks, api.Limits(**limits)
+        self.created = int(time.time())
+
+    async def _body(self, request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
+            raise api.ApiError(413, f"the request body has {declared} bytes, more than the "
+                                    f"{self.limits.max_body_bytes} allowed; send fewer or shorter texts.")
+        raw = await request.body()
+        if len(raw) > self.limits.max_body_bytes:
+            raise api.ApiError(413, f"the request body has {len(raw)} bytes, more than the "
+                                    f"{self.limits.max_body_bytes} allowed; send fewer or shorter texts.")
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise api.ApiError(400, "the request body is not valid JSON; send a JSON object with Content-Type "
+                                    "application/json.") from None
+
+    async def _guard(self, work) -> Any:
+        """Run a route; refusals become OpenAI-shaped JSON errors of one sentence, never a traceback."""
+        try:
+            return await work()
+        except api.ApiError as exc:
+            return JSONResponse(api.error_body(exc), status_code=exc.status)
+        except Exception as exc:  # noqa: BLE001  the client gets one sentence; the replica's log has the rest
+            reason = _runtime_reason(exc)
+            err = api.ApiError(400, reason) if reason else api.ApiError(
+                503, f"the model replica failed ({type(exc).__name__}); retry the request.", "server_error")
+            return JSONResponse(api.error_body(err), status_code=err.status)
+
+    @staticmethod
+    def _checked(result: Any) -> Any:
+        if isinstance(result, dict) and "error" in result:
+            raise api.ApiError(400, result["error"])
+        return result
+
+    @app.get("/health")
+    @app.get("/v1/health")
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok", "models": self.tasks}
+
+    @app.get("/v1/models")
+    async def models(self) -> dict[str, Any]:
+        return api.models_response(self.tasks, self.created)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(self, request: Request):
+        async def work():
+            req = api.parse_embeddings(await self._body(request), self.tasks, self.limits)
+            vectors = self._checked(await self.servers[req.model].encode.remote(req.input))
+            return api.embeddings_response(req, vectors)
+        return await self._guard(work)
+
+    @app.post("/v1/classify")
+    async def classify(self, request: Request):
+        async def work():
+            req = api.parse_texts(await self._body(request), self.tasks, self.limits, "/v1/classify")
+            return api.classify_response(req, self._checked(await self.servers[req.model].encode.remote(req.input)))
+        return await self._guard(work)
+
+    @app.post("/v1/translate")
+    async def translate(self, request: Request):
+        async def work():
+            req = api.parse_texts(await self._body(request), self.tasks, self.limits, "/v1/translate")
+            out = await self.servers[req.model].translate.remote(req.input, req.max_tokens, req.beam_size)
+            return api.translate_response(req, self._checked(out))
+        return await self._guard(work)
+
+    @app.post("/v1/caption")
+    async def caption(self, request: Request):
+        async def work():
+            req = api.parse_caption(await self._body(request), self.tasks, self.limits)
+            out = await self.servers[req.model].caption.remote(req.images, req.max_tokens, req.beam_size)
+            return api.caption_response(req, self._checked(out))
+        return await self._guard(work)
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request):
+        async def work():
+            req = api.parse_completion(await self._body(request), self.tasks, self.limits)
+            server = self.servers[req.model]
+            if not req.stream:
+                return api.completion_response(req, self._checked(await server.complete.remote(req.prompt, req.options())))
+            pieces = server.options(stream=True).stream.remote(req.prompt, req.options())
+            first = await pieces.__anext__()  # a refusal (a bad option) is still a 4xx, before any event is sent
+            return StreamingResponse(self._events(req, first, pieces), media_type="text/event-stream")
+        return await self._guard(work)
+
+    @staticmethod
+    async def _events(req: api.CompletionRequest, first: str, pieces):
+        yield api.completion_chunk(req, first)
+        async for piece in pieces:
+            yield api.completion_chunk(req, piece)
+        yield api.completion_chunk(req, "", last=True)
+        yield api.STREAM_END
+
+
+def model_names(dirs: list[str | Path]) -> dict[str, tuple[Path, str]]:
+    """name (the directory's name) -> (path, task) for each artifact; refuses duplicates and unserved tasks."""
+    out: dict[str, tuple[Path, str]] = {}
+    for d in dirs:
+        path = Path(d).resolve()
+        task = read_manifest(path).task
+        if task not in api.ROUTES:
+            raise ToolchainError(f"{d} is a {task} artifact, which `toolchain serve` has no route for; serve one of "
+                                 f"{', '.join(api.ROUTES)}.")
+        if path.name in out:
+            raise ToolchainError(f"two artifacts are named {path.name!r} ({out[path.name][0]} and {path}); "
+                                 "models are named after their directory, so rename one.")
+        out[path.name] = (path, task)
+    return out
+
+
+def build_app(dirs: list[str | Path], settings: ServeSettings):
+    """The Ray Serve application: one ModelServer deployment per artifact behind one Gateway."""
+    served = model_names(dirs)
+    threads = max(1, int(settings.cpus_per_replica)) if settings.cpus_per_replica else None
+    servers = {
+        name: ModelServer.options(name=f"model-{name}", num_replicas=settings.replicas,
+                                  ray_actor_options={"num_cpus": settings.cpus_per_replica}).bind(
+            str(path), settings.variant, threads, settings.max_batch_size, settings.batch_wait_s)
+        for name, (path, _) in served.items()
+    }
+    tasks = {name: task for name, (_, task) in served.items()}
+    return Gateway.options(num_replicas=settings.gateways).bind(servers, tasks, settings.limits_dict())
