@@ -227,3 +227,32 @@ def test_minilm_in_the_page_matches_the_python_runtime(browser, minilm_artifact,
     OUT.mkdir(exist_ok=True)
     (OUT / "web-latency-minilm.json").write_text(json.dumps({"page_ready_s": round(seen["ready_s"], 2),
                                                              "web_ms_per_sentence": round(web_ms, 2)}))
+
+
+def test_the_int8_variant_runs_in_the_page_as_in_python(browser, tiny_artifact, tmp_path):
+    """The quantized graph (per-row int8: MatMulIntegerToFloat from ONNX Runtime's contrib ops) must load in the
+    WASM build and give what the native runtime gives on the same variant: int8 is what `auto` ships on CPU."""
+    import shutil
+
+    from toolchain.runtime import load
+    from toolchain.runtime.manifest import read_manifest
+    from toolchain.variants.quantize import quantize
+    from toolchain.web import build_site, serve_site
+
+    art = shutil.copytree(tiny_artifact("bert"), tmp_path / "art")
+    quantize(art, "int8-dynamic")
+    assert "int8" in read_manifest(art).variants
+    texts = sentences(20)
+    build_site([art], tmp_path / "site", variant="int8")
+    server = serve_site(tmp_path / "site", block=False)
+    try:
+        context, page, seen = open_page(browser, server.url)
+        assert page.evaluate("() => window.model.info().variant") == "int8"
+        vectors = np.asarray(page.evaluate("(t) => window.model.embed(t)", texts))
+        context.close()
+    finally:
+        server.close()
+    assert not seen["errors"], seen["errors"]
+    reference = load(art, variant="int8", provider="cpu").embed(texts)
+    cosine = (vectors * reference).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.min() >= 0.999, cosine.min()

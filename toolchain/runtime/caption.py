@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .base import Model, register_runtime
+from .base import register_runtime
 from .errors import ArtifactError, InputError
 from .images import MAX_PIXELS, image_items, load_images, pixel_values
 from .seq2seq import Search, Seq2Seq
 from .seq2seq_io import DECODER, ENCODER
+from .twograph import TwoGraphModel
 from .text import load_tokenizer
 
 
@@ -29,7 +30,7 @@ def one_image(images: Any) -> bool:
     return not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
 
 
-class Captioner(Model):
+class Captioner(TwoGraphModel):
     """An image-to-text artifact (encoder + decoder): ``caption(images, ...)``.
 
     ``encode()`` (images -> the encoder's feeds) and ``decode_pixels()`` are the steps ``caption()`` is made of,
@@ -61,22 +62,6 @@ class Captioner(Model):
         device = "cuda" if self._negotiated.provider == "cuda" else "cpu"
         self._seq2seq = Seq2Seq(self._sessions[ENCODER], self._sessions[DECODER], gen.bos_token_id,
                                 gen.eos_token_ids, self._tok.get_vocab_size(), device, sources=(self._input,))
-
-    @property
-    def io_binding(self) -> bool:
-        return True  # the decoder always runs through IO binding (seq2seq.py)
-
-    @property
-    def seq2seq(self) -> Seq2Seq:
-        """The decoding loop over this model's two sessions (``decode()``, ``greedy_steps()``), for benches."""
-        return self._seq2seq
-
-    def info(self) -> dict[str, Any]:
-        """Model.info() (whose ``file`` is the decoder's), plus every component's file and the encoder's providers."""
-        v = self.manifest.variant(self.variant)
-        return {**super().info(),
-                "files": {name: str(self.manifest.root / c.file) for name, c in v.components.items()},
-                "encoder_providers": list(self._sessions[ENCODER].get_providers())}
 
     def warmup_input(self) -> Any:
         p = self._preprocess

@@ -11,16 +11,17 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .base import Model, register_runtime
+from .base import register_runtime
 from .checks import show
 from .errors import ArtifactError, InputError
 from .generate import TextRow
 from .seq2seq import Search, Seq2Seq
 from .seq2seq_io import DECODER, ENCODER, SOURCE_IDS, SOURCE_MASK
+from .twograph import TwoGraphModel
 from .text import as_texts, load_tokenizer
 
 
-class Translator(Model):
+class Translator(TwoGraphModel):
     """A text2text-generation artifact (encoder + decoder): ``translate(texts, ...)``.
 
     ``source_ids()`` and ``decode_ids()`` are the steps ``translate()`` is made of, for parity checks and
@@ -46,22 +47,6 @@ class Translator(Model):
         device = "cuda" if self._negotiated.provider == "cuda" else "cpu"
         self._seq2seq = Seq2Seq(self._sessions[ENCODER], self._sessions[DECODER], gen.bos_token_id,
                                 gen.eos_token_ids, tok.get_vocab_size(), device)
-
-    @property
-    def io_binding(self) -> bool:
-        return True  # the decoder always runs through IO binding (seq2seq.py)
-
-    @property
-    def seq2seq(self) -> Seq2Seq:
-        """The decoding loop over this model's two sessions (``decode()``, ``greedy_steps()``), for benches."""
-        return self._seq2seq
-
-    def info(self) -> dict[str, Any]:
-        """Model.info() (whose ``file`` is the decoder's), plus every component's file and the encoder's providers."""
-        v = self.manifest.variant(self.variant)
-        return {**super().info(),
-                "files": {name: str(self.manifest.root / c.file) for name, c in v.components.items()},
-                "encoder_providers": list(self._sessions[ENCODER].get_providers())}
 
     # -- the task's method ----------------------------------------------------------------------------
     def translate(self, texts: Any, max_new_tokens: int = 64, beam_size: int = 1, length_penalty: float = 1.0,
