@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolchain.runtime.tasks import TASKS, TaskSpec, Unsupported
+from toolchain.runtime.tasks import Unsupported
 
 
 @dataclass(frozen=True)
@@ -21,20 +21,19 @@ class Page:
     views: tuple[str, ...]  # the page's sections (ids in index.html)
 
 
-RUNS = {
+_NO_IMAGES = Unsupported("the page reads text, not images, so far; use `toolchain demo`")
+_NO_LOOP = Unsupported("the page has no generate loop with a KV cache yet; use `toolchain demo`")
+
+# Every task of TASKS, written out like every other stage's registry (tests/test_registries.py checks that
+# none is missing): the page's entry, or why it has none.
+PAGES: dict[str, Page | Unsupported] = {
     "feature-extraction": Page("embed", ("similarity", "search")),
     "text-classification": Page("classify", ("classification",)),
+    "text-generation": _NO_LOOP,
+    "text2text-generation": _NO_LOOP,
+    "image-classification": _NO_IMAGES,
+    "image-to-text": _NO_IMAGES,
 }
-
-
-def _why_not(spec: TaskSpec) -> Unsupported:
-    if spec.inputs == "image":
-        return Unsupported("the page reads text, not images, so far; use `toolchain demo`")
-    return Unsupported("the page has no generate loop with a KV cache yet; use `toolchain demo`")
-
-
-# Every task of TASKS: the page's entry, or why it has none (a task added later is refused until it has a page).
-PAGES: dict[str, Page | Unsupported] = {name: RUNS.get(name) or _why_not(spec) for name, spec in TASKS.items()}
 
 
 def runnable() -> list[str]:
