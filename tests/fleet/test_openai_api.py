@@ -49,8 +49,14 @@ def test_responses_in_the_openai_shape():
     req = api.EmbeddingsRequest("minilm", ["a", "b"], "base64")
     data = api.embeddings_response(req, vectors)["data"]
     np.testing.assert_array_equal(np.frombuffer(base64.b64decode(data[1]["embedding"]), "<f4"), vectors[1])
-    chunk = api.completion_chunk(api.CompletionRequest("llama", "p"), "piece", last=True)
-    assert chunk.startswith("data: {") and chunk.endswith("\n\n") and '"finish_reason": "stop"' in chunk
+    req = api.CompletionRequest("llama", "p")
+    counts = {"prompt_tokens": [3], "completion_tokens": [16], "finish_reasons": ["length"]}
+    chunk = api.completion_chunk(req, "piece", usage=counts)
+    assert chunk.startswith("data: {") and chunk.endswith("\n\n") and '"finish_reason": "length"' in chunk
+    assert '"finish_reason": null' in api.completion_chunk(req, "piece") and '"usage"' not in api.completion_chunk(req, "x")
+    done = api.completion_response(req, "text", counts)
+    assert done["usage"] == {"prompt_tokens": 3, "completion_tokens": 16, "total_tokens": 19}
+    assert done["choices"][0]["finish_reason"] == "length"
     assert api.error_body(api.ApiError(400, "bad."))["error"]["message"] == "bad."
     with pytest.raises(ToolchainError, match="max_inputs"):
         api.Limits(max_inputs=0)

@@ -54,12 +54,20 @@ def test_embeddings_equal_the_runtime(service):
 def test_greedy_completion_equals_generate_and_stream_joins(service):
     name, model = service["names"]["generate"], load(service["dirs"]["generate"])
     for prompt in ("the film", "a dull"):
-        want = model.generate(prompt, max_new_tokens=12)
+        counts: dict = {}
+        want = model.generate(prompt, max_new_tokens=12, usage=counts)
         got = service["client"].completions.create(model=name, prompt=prompt, max_tokens=12, temperature=0)
         assert got.choices[0].text == want
-        pieces = [c.choices[0].text for c in service["client"].completions.create(
-            model=name, prompt=prompt, max_tokens=12, temperature=0, stream=True)]
+        assert got.choices[0].finish_reason == counts["finish_reasons"][0]  # the runtime's, "length" or "stop"
+        assert (got.usage.prompt_tokens, got.usage.completion_tokens) == (counts["prompt_tokens"][0],
+                                                                           counts["completion_tokens"][0])
+        assert got.usage.total_tokens == got.usage.prompt_tokens + got.usage.completion_tokens > 0
+        chunks = list(service["client"].completions.create(
+            model=name, prompt=prompt, max_tokens=12, temperature=0, stream=True))
+        pieces = [c.choices[0].text for c in chunks]
         assert "".join(pieces) == want and len([p for p in pieces if p]) > 1
+        assert [c.choices[0].finish_reason for c in chunks] == [None] * (len(chunks) - 1) + [counts["finish_reasons"][0]]
+        assert chunks[-1].usage.completion_tokens == counts["completion_tokens"][0]
 
 
 def test_models_classify_and_health(service):

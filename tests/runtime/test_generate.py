@@ -54,6 +54,35 @@ def test_stream_concatenates_to_the_text(llama):
         assert all(isinstance(p, str) and p for p in pieces)
 
 
+def test_usage_counts_tokens_and_says_why_generation_ended(llama, monkeypatch):
+    """generate(usage={}) reports, per prompt, the prompt's tokens, the tokens generated and why it ended, as an
+    OpenAI-style server needs them; a stream fills it when it ends, with the same figures."""
+    _, m = llama
+    prompts = ["a", "the film was a delight from start to"]
+    usage: dict = {}
+    texts = m.generate(prompts, max_new_tokens=12, usage=usage)
+    assert usage["prompt_tokens"] == m.encode(prompts)[1].sum(axis=1).tolist()
+    for n, why in zip(usage["completion_tokens"], usage["finish_reasons"]):
+        assert (why, n) == ("length", 12) or (why == "stop" and n < 12)
+    short: dict = {}
+    m.generate(prompts, max_new_tokens=1, usage=short)
+    assert set(short["finish_reasons"]) <= {"length", "stop"} and "length" in short["finish_reasons"]
+    assert short["completion_tokens"] == [1 if w == "length" else 0 for w in short["finish_reasons"]]
+    stop = next(c for c in texts[1] if c.strip())
+    cut: dict = {}
+    assert m.generate(prompts[1], max_new_tokens=12, stop=[stop], usage=cut) == texts[1][: texts[1].index(stop)]
+    assert cut["finish_reasons"] == ["stop"] and cut["completion_tokens"][0] <= usage["completion_tokens"][1]
+    streamed: dict = {}
+    assert "".join(m.generate(prompts[1], max_new_tokens=12, stream=True, usage=streamed)) == texts[1]
+    assert streamed == {key: [usage[key][1]] for key in usage}
+    with pytest.raises(ToolchainError, match="usage must be a dict"):
+        m.generate("a", usage=[])
+    monkeypatch.setattr(m.generator, "eos", set(range(m.generator.vocab)))  # every token ends the text: EOS first
+    ended: dict = {}
+    assert m.generate(prompts, max_new_tokens=12, usage=ended) == ["", ""]
+    assert ended["finish_reasons"] == ["stop", "stop"] and ended["completion_tokens"] == [0, 0]
+
+
 def test_sampling_is_seeded_and_varies(llama):
     _, m = llama
     kw = {"max_new_tokens": 20, "temperature": 1.5, "top_k": 50}

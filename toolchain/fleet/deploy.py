@@ -96,20 +96,26 @@ class ModelServer:
         return await asyncio.get_running_loop().run_in_executor(None, work)
 
     async def complete(self, prompt: str, options: dict[str, Any]) -> Any:
+        """{"text", "usage"}: the completion and the runtime's token counts and finish reason for it."""
         def work():
+            usage: dict[str, Any] = {}
             try:
-                return self.model.generate(prompt, **options)
+                return {"text": self.model.generate(prompt, usage=usage, **options), "usage": usage}
             except ToolchainError as exc:
                 return {"error": str(exc).splitlines()[0]}
 
         return await asyncio.get_running_loop().run_in_executor(None, work)
 
     async def stream(self, prompt: str, options: dict[str, Any]):
-        """The pieces of one greedy or sampled generation, each as soon as the runtime yields it."""
+        """The pieces of one greedy or sampled generation, each as soon as the runtime yields it, then one dict:
+        the runtime's usage (token counts, finish reason) for the last event."""
         loop = asyncio.get_running_loop()
-        pieces = await loop.run_in_executor(None, lambda: iter(self.model.generate(prompt, stream=True, **options)))
+        usage: dict[str, Any] = {}
+        pieces = await loop.run_in_executor(
+            None, lambda: iter(self.model.generate(prompt, stream=True, usage=usage, **options)))
         while (piece := await loop.run_in_executor(None, next, pieces, _END)) is not _END:
             yield piece
+        yield {"usage": usage}
 
 
 def _node_id() -> str:
@@ -209,18 +215,28 @@ class Gateway:
             req = api.parse_completion(await self._body(request), self.tasks, self.limits)
             server = self.servers[req.model]
             if not req.stream:
-                return api.completion_response(req, self._checked(await server.complete.remote(req.prompt, req.options())))
+                done = self._checked(await server.complete.remote(req.prompt, req.options()))
+                return api.completion_response(req, done["text"], done["usage"])
             pieces = server.options(stream=True).stream.remote(req.prompt, req.options())
             first = await pieces.__anext__()  # a refusal (a bad option) is still a 4xx, before any event is sent
             return StreamingResponse(self._events(req, first, pieces), media_type="text/event-stream")
         return await self._guard(work)
 
     @staticmethod
-    async def _events(req: api.CompletionRequest, first: str, pieces):
-        yield api.completion_chunk(req, first)
-        async for piece in pieces:
-            yield api.completion_chunk(req, piece)
-        yield api.completion_chunk(req, "", last=True)
+    async def _events(req: api.CompletionRequest, first: Any, pieces):
+        """Each text piece as an event; the replica's closing usage dict becomes the last event's finish_reason."""
+        usage: dict[str, Any] = {}
+        piece = first
+        while True:
+            if isinstance(piece, dict):
+                usage = piece["usage"]
+            elif piece:
+                yield api.completion_chunk(req, piece)
+            try:
+                piece = await pieces.__anext__()
+            except StopAsyncIteration:
+                break
+        yield api.completion_chunk(req, "", usage=usage)
         yield api.STREAM_END
 
 

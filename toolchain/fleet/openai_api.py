@@ -227,9 +227,17 @@ def parse_completion(body: Any, models: dict[str, str], limits: Limits) -> Compl
 
 
 # -- responses -----------------------------------------------------------------------------------------
-def _usage() -> dict[str, int]:
-    """Token counts are not reported by the runtime's public API; zero says "not counted" (fields the client needs)."""
-    return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+def _usage(counts: dict[str, Any] | None = None) -> dict[str, int]:
+    """OpenAI's usage block from the runtime's generate(usage=...) counts (one prompt); zero where nothing is
+    counted (embeddings: the runtime reports no token counts for encoders)."""
+    prompt = int((counts or {}).get("prompt_tokens", [0])[0])
+    completion = int((counts or {}).get("completion_tokens", [0])[0])
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _finish_reason(counts: dict[str, Any] | None) -> str:
+    """"stop" (EOS or a stop string) or "length" (max_tokens reached), as the runtime reports it."""
+    return str((counts or {}).get("finish_reasons", ["stop"])[0])
 
 
 def embeddings_response(req: EmbeddingsRequest, vectors: np.ndarray) -> dict[str, Any]:
@@ -256,17 +264,24 @@ def caption_response(req: CaptionRequest, texts: list[str]) -> dict[str, Any]:
     return {"object": "list", "data": data, "model": req.model}
 
 
-def completion_response(req: CompletionRequest, text: str) -> dict[str, Any]:
+def completion_response(req: CompletionRequest, text: str, counts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """COUNTS: the runtime's generate(usage=...) dict for this prompt."""
     return {"id": req.id, "object": "text_completion", "created": int(time.time()), "model": req.model,
-            "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}], "usage": _usage()}
+            "choices": [{"index": 0, "text": text, "finish_reason": _finish_reason(counts), "logprobs": None}],
+            "usage": _usage(counts)}
 
 
-def completion_chunk(req: CompletionRequest, piece: str, last: bool = False) -> str:
-    """One server-sent event of a streamed completion (the last one carries finish_reason)."""
+def completion_chunk(req: CompletionRequest, piece: str, usage: dict[str, Any] | None = None) -> str:
+    """One server-sent event of a streamed completion; the last one (USAGE given: the runtime's counts) carries
+    finish_reason and the usage block."""
     import json
 
+    last = usage is not None
     chunk = {"id": req.id, "object": "text_completion", "created": int(time.time()), "model": req.model,
-             "choices": [{"index": 0, "text": piece, "finish_reason": "stop" if last else None, "logprobs": None}]}
+             "choices": [{"index": 0, "text": piece, "finish_reason": _finish_reason(usage) if last else None,
+                          "logprobs": None}]}
+    if last:
+        chunk["usage"] = _usage(usage)
     return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
 

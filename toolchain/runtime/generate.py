@@ -98,8 +98,10 @@ class TextRow:
         self._tok, self._stream = tokenizer, DecodeStream(skip_special_tokens=True)
         self.stop, self.text, self.sent, self.done, self.ids = stop, "", 0, False, []
         self._hold = max((len(x) for x in stop), default=1) - 1
+        self.count, self.reason = 0, "length"  # tokens generated (EOS not counted); "stop" on EOS or a stop string
 
     def add(self, token: int) -> None:
+        self.count += 1
         self.ids.append(int(token))
         piece = self._stream.step(self._tok, int(token))
         if piece:
@@ -110,7 +112,7 @@ class TextRow:
         for s in self.stop:
             at = self.text.find(s)
             if at >= 0:
-                self.text, self.done = self.text[:at], True
+                self.text, self.done, self.reason = self.text[:at], True, "stop"
                 self.ids = []  # cut at a stop string: the text is final as it is
 
     def finish(self) -> None:
@@ -170,18 +172,31 @@ class Generator:
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, prompts: list[str], s: Sampling, stats: dict[str, Any] | None = None) -> Iterator[tuple[int, str]]:
         """Yield (row, text piece) as text becomes final; rows finish on EOS, a stop string or the limit.
-
-        ``stats`` (optional) receives steps run and seconds to the first token, for benchmarks."""
+        ``stats`` (optional) receives steps run and seconds to the first token, for benchmarks, and per prompt
+        its ``prompt_tokens``, ``completion_tokens`` (EOS not counted) and ``finish_reasons`` ("stop": EOS or a
+        stop string; "length": max_new_tokens reached), as an OpenAI-style server reports them."""
         import time
 
         started = time.perf_counter()
         stats = {} if stats is None else stats
         ids, mask = self.prompt_ids(prompts, s.max_new_tokens)
+        rows = [TextRow(self.tok, s.stop) for _ in prompts]
+        stats["prompt_tokens"] = [int(n) for n in mask.sum(axis=1)]
+        try:
+            yield from self._loop(ids, mask, rows, s, stats, started)
+        finally:  # also when a stream is closed early: the counts so far
+            stats["completion_tokens"] = [r.count for r in rows]
+            stats["finish_reasons"] = [r.reason for r in rows]
+
+    def _loop(self, ids: np.ndarray, mask: np.ndarray, rows: list["TextRow"], s: Sampling, stats: dict[str, Any],
+              started: float) -> Iterator[tuple[int, str]]:
+        """run()'s decoding steps over the prompt IDS and MASK, one TextRow per prompt."""
+        import time
+
         batch, width = ids.shape
         lengths = mask.sum(axis=1)
         right = self.padding_side == "right"
         rng = np.random.default_rng(s.seed)
-        rows = [TextRow(self.tok, s.stop) for _ in prompts]
         seen = [r[m.astype(bool)] for r, m in zip(ids, mask)] if s.repetition_penalty != 1.0 else [None] * batch
         # Every step's attention mask is a prefix of one array built here: left-padded rows keep their
         # padding at the start and attend to every new token; right-padded rows count their tokens from 0.
@@ -235,6 +250,7 @@ class Generator:
         for i in live:
             row, token = rows[i], int(tokens[i])
             if token in self.eos:
+                row.reason = "stop"
                 row.finish()
             else:
                 row.add(token)
@@ -325,17 +341,36 @@ class _KVCache:
         self.length, self.turn = length, 1 - self.turn
 
 
-def generate(generator: Generator, prompt: Any, stream: bool, s: Sampling):
-    """The public behaviour of Model.generate: str in -> str out, list in -> list out, or a stream."""
+USAGE = ("prompt_tokens", "completion_tokens", "finish_reasons")  # what generate(usage=...) reports per prompt
+
+
+def generate(generator: Generator, prompt: Any, stream: bool, s: Sampling, usage: dict[str, Any] | None = None):
+    """The public behaviour of Model.generate: str in -> str out, list in -> list out, or a stream. USAGE (a
+    dict) receives the USAGE lists of Generator.run's stats (a stream's once it ends or is closed)."""
     single = isinstance(prompt, str)
     prompts = as_texts(prompt)
     if not prompts:
         return iter(()) if stream else []
+    stats: dict[str, Any] = {}
     if stream:
         if not single:
             raise InputError("stream=True takes one prompt (a str); call once per prompt or use stream=False.")
-        return (piece for _, piece in generator.run(prompts, s))
+        return _pieces(generator.run(prompts, s, stats), stats, usage)
     texts = [""] * len(prompts)
-    for i, piece in generator.run(prompts, s):
+    for i, piece in generator.run(prompts, s, stats):
         texts[i] += piece
+    _report(stats, usage)
     return texts[0] if single else texts
+
+
+def _pieces(rows: Iterator[tuple[int, str]], stats: dict[str, Any], usage: dict[str, Any] | None) -> Iterator[str]:
+    try:
+        for _, piece in rows:
+            yield piece
+    finally:
+        _report(stats, usage)
+
+
+def _report(stats: dict[str, Any], usage: dict[str, Any] | None) -> None:
+    if usage is not None:
+        usage.update({key: stats[key] for key in USAGE if key in stats})

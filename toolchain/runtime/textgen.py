@@ -39,19 +39,23 @@ class TextGenerator(Model):
 
     def generate(self, prompt: Any, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, repetition_penalty: float = 1.0, stop: Any = (), seed: int | None = None,
-                 stream: bool = False):
+                 stream: bool = False, usage: dict | None = None):
         """Continue PROMPT (a str -> str, or a list of str -> list of str, batched). temperature=0 is greedy.
 
         stream=True (one prompt) returns an iterator of text pieces whose concatenation is the text.
         Stops at EOS, at any of ``stop`` (not included), or after max_new_tokens.
+        usage: a dict to fill with lists, one entry per prompt: ``prompt_tokens``, ``completion_tokens`` (EOS
+        not counted) and ``finish_reasons`` ("stop" or "length"); a stream fills it when it ends.
         """
         s = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                      repetition_penalty=repetition_penalty, stop=stop, seed=seed)
+        if usage is not None and not isinstance(usage, dict):
+            raise InputError(f"usage must be a dict to fill (or None), got {show(usage)}.")
         if not isinstance(stream, (bool, np.bool_)):
             raise InputError(f"stream must be True or False, got {show(stream)}.")
         self._count_call()
         if stream or not isinstance(prompt, (list, tuple)) or len(prompt) <= self.batch_size:
-            return generate_text(self._generator, prompt, bool(stream), s)
+            return generate_text(self._generator, prompt, bool(stream), s, usage)
         # A long list runs batch_size prompts at a time, so the KV cache stays bounded. The first batch keeps
         # the seed (short lists sample as before); later ones get seeds derived from it, still reproducible.
         prompts, out = as_texts(prompt), []
@@ -59,8 +63,11 @@ class TextGenerator(Model):
             seed_k = s.seed
             if k and seed_k is not None:
                 seed_k = int(np.random.SeedSequence([seed_k, k]).generate_state(1)[0])
+            part: dict = {}
             out += generate_text(self._generator, prompts[start : start + self.batch_size], False,
-                                 dataclasses.replace(s, seed=seed_k))
+                                 dataclasses.replace(s, seed=seed_k), part)
+            for key in ("prompt_tokens", "completion_tokens", "finish_reasons") if usage is not None else ():
+                usage[key] = usage.get(key, []) + part[key]
         return out
 
     def encode(self, texts: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
