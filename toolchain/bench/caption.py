@@ -9,7 +9,6 @@ the runtime's time over generate()'s. This module never imports torch itself: on
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,24 +69,13 @@ def bench_captions(manifest, settings: Settings, vs_pytorch: bool, progress, cud
     settings.shapes = [shape for shape, _ in feeds]
     job = {"root": str(settings.root), "provider": settings.provider, "threads": settings.threads,
            "runs": settings.runs, "feeds": feeds, "cuda": cuda}
-    rows: dict[str, dict[str, Any]] = {}
-    for name in settings.variants:
-        progress(f"bench {name}: greedy captions at {len(feeds)} batch sizes x {settings.runs} runs")
-        v = manifest.variant(name)
-        rows[name] = {"engine": "onnxruntime", "precision": v.precision, "bytes": v.bytes, "passed": v.passed,
-                      **harness.in_child(onnx_caption_child, {**job, "variant": name})}
-    src = Path(manifest.source.path or "")
-    if vs_pytorch and not (manifest.source.path and src.is_dir()):
-        notes.append(f"PyTorch skipped: the source model directory {manifest.source.path or '(not recorded)'} is gone.")
-    elif vs_pytorch:
+    rows = harness.child_rows(manifest, settings.variants, onnx_caption_child, job, progress,
+                              f"greedy captions at {len(feeds)} batch sizes x {settings.runs} runs")
+    if vs_pytorch:
         progress("bench pytorch generate() (fp32, greedy)")
-        torch_job = {**job, "threads": settings.torch_threads, "source": str(src), "auto_class": auto_class}
-        try:
-            sizes = sum((src / w).stat().st_size for w in manifest.source.weights if (src / w).is_file())
-            rows[PYTORCH] = {"engine": PYTORCH, "precision": "fp32", "bytes": sizes,
-                             **harness.in_child(torch_caption_child, torch_job)}
-        except Exception as exc:  # PyTorch is the comparison, not the product: note it and keep the results
-            notes.append(f"PyTorch skipped: it failed to run ({type(exc).__name__}: {exc}).")
+        torch_job = {**job, "threads": settings.torch_threads, "auto_class": auto_class}
+        if (row := harness.pytorch_row(manifest, torch_caption_child, torch_job, notes)) is not None:
+            rows[PYTORCH] = row
     side = settings.shapes[0][1]
     notes.append(f"caption rows: seq = the image side ({side}x{side} pixel values), p50 = one greedy call captioning "
                  f"`batch` images (up to {NEW_TOKENS} new tokens), items/s = captions/s")

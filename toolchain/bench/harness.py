@@ -105,3 +105,31 @@ def best_pass(results: list[dict[str, Any]]) -> dict[str, Any]:
     best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
     best["passes"] = len(results)
     return best
+
+
+def child_rows(manifest: Any, variants: list[str], child: Callable[[dict[str, Any]], dict[str, Any]],
+               job: dict[str, Any], progress: Callable[[str], None], what: str) -> dict[str, dict[str, Any]]:
+    """One row per variant of MANIFEST, each measured by CHILD in its own process (WHAT: for the progress line)."""
+    rows = {}
+    for name in variants:
+        progress(f"bench {name}: {what}")
+        v = manifest.variant(name)
+        rows[name] = {"engine": "onnxruntime", "precision": v.precision, "bytes": v.bytes, "passed": v.passed,
+                      **in_child(child, {**job, "variant": name})}
+    return rows
+
+
+def pytorch_row(manifest: Any, child: Callable[[dict[str, Any]], dict[str, Any]], job: dict[str, Any],
+                notes: list[str]) -> dict[str, Any] | None:
+    """PyTorch fp32 on the artifact's source directory, measured by CHILD (job + "source"); None, with a note
+    saying why, when the source is gone or PyTorch fails: it is the comparison, not the product."""
+    src = Path(manifest.source.path or "")
+    if not (manifest.source.path and src.is_dir()):
+        notes.append(f"PyTorch skipped: the source model directory {manifest.source.path or '(not recorded)'} is gone.")
+        return None
+    try:
+        size = sum((src / w).stat().st_size for w in manifest.source.weights if (src / w).is_file())
+        return {"engine": "pytorch", "precision": "fp32", "bytes": size, **in_child(child, {**job, "source": str(src)})}
+    except Exception as exc:  # noqa: BLE001  any failure of the baseline is a note, never the bench's failure
+        notes.append(f"PyTorch skipped: it failed to run ({type(exc).__name__}: {exc}).")
+        return None

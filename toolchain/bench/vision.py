@@ -10,7 +10,6 @@ module never imports torch itself: only the PyTorch child does.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,25 +100,13 @@ def torch_image_child(job: dict[str, Any]) -> dict[str, Any]:
 
 def _rows(manifest: Manifest, settings: Settings, job: dict[str, Any], vs_pytorch: bool, progress,
           notes: list[str]) -> dict[str, dict[str, Any]]:
-    rows = {}
-    for name in settings.variants:
-        progress(f"bench {name}: {len(job['feeds'])} batch sizes x {settings.runs} runs")
-        v = manifest.variant(name)
-        rows[name] = {"engine": "onnxruntime", "precision": v.precision, "bytes": v.bytes, "passed": v.passed,
-                      **harness.in_child(onnx_image_child, {**job, "variant": name})}
-    src = Path(manifest.source.path or "")
-    if vs_pytorch and not (manifest.source.path and src.is_dir()):
-        notes.append(f"PyTorch skipped: the source model directory {manifest.source.path or '(not recorded)'} is gone.")
-    elif vs_pytorch:
+    rows = harness.child_rows(manifest, settings.variants, onnx_image_child, job, progress,
+                              f"{len(job['feeds'])} batch sizes x {settings.runs} runs")
+    if vs_pytorch:
         progress("bench pytorch eager (fp32)")
-        torch_job = {**job, "threads": settings.torch_threads, "source": str(src),
-                     "auto_class": task_of(manifest).auto_class}
-        try:
-            sizes = sum((src / w).stat().st_size for w in manifest.source.weights if (src / w).is_file())
-            rows[PYTORCH] = {"engine": PYTORCH, "precision": "fp32", "bytes": sizes,
-                             **harness.in_child(torch_image_child, torch_job)}
-        except Exception as exc:  # PyTorch is the comparison, not the product: note it and keep the results
-            notes.append(f"PyTorch skipped: it failed to run ({type(exc).__name__}: {exc}).")
+        torch_job = {**job, "threads": settings.torch_threads, "auto_class": task_of(manifest).auto_class}
+        if (row := harness.pytorch_row(manifest, torch_image_child, torch_job, notes)) is not None:
+            rows[PYTORCH] = row
     return rows
 
 
