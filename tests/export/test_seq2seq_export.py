@@ -33,12 +33,14 @@ def bart(tmp_path_factory):
 
 
 def test_the_artifact_has_an_encoder_and_a_decoder_and_passed_parity(bart):
-    _, art, manifest = bart
+    src, art, manifest = bart
     fp32 = manifest["variants"]["fp32"]
     assert sorted(fp32["components"]) == ["decoder", "encoder"]
     assert manifest["exporter"] == "optimum-seq2seq"
     assert fp32["metrics"]["parity"]["tokens_match"] is True
     assert manifest["generation"]["bos_token_id"] == 2 and manifest["generation"]["eos_token_ids"] == [2]
+    assert manifest["generation"]["max_positions"] == json.loads((src / "config.json").read_text())[
+        "max_position_embeddings"]  # BART's decoder numbers target positions from a table
     assert (art / "encoder.onnx").is_file() and (art / "decoder.onnx").is_file()
 
 

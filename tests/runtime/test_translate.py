@@ -97,6 +97,20 @@ def test_max_new_tokens_cuts(copy, beam_size):
     assert copy.decode_ids(ids, mask, max_new_tokens=1, beam_size=beam_size) == [[g.tok("h")]]
 
 
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_max_new_tokens_is_capped_at_the_target_positions(arts, tmp_path, beam_size):
+    """A decoder with a position table of 4 stops after 4 tokens whatever max_new_tokens asks (one step more
+    would index past the table), greedy, beam and streamed alike."""
+    enc, dec = g.copy_graphs()
+    root = g.write_artifact(tmp_path / "four", enc, dec)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["generation"]["max_positions"] = 4
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    m = load(root, provider="cpu")
+    assert m.translate(["hello world", "ab"], max_new_tokens=64, beam_size=beam_size) == ["hell", "ab"]
+    assert "".join(m.translate("hello world", max_new_tokens=64, stream=True)) == "hell"
+
+
 def test_beam_finds_the_better_sequence(arts):
     m = load(arts["wins"], provider="cpu")
     assert m.translate("q") == "az"  # greedy: 0.5 * 0.4 = 0.2

@@ -86,6 +86,8 @@ def test_export_writes_two_components_and_parity_passes(trained):
     assert sorted(fp32["components"]) == ["decoder", "encoder"]
     assert fp32["metrics"]["parity"]["tokens_match"] is True
     assert manifest["generation"]["bos_token_id"] == 1 and manifest["generation"]["eos_token_ids"] == [2]
+    # the Transformer's learned target positions (max_length = 96) cap decoding; the LSTM has none
+    assert manifest["generation"]["max_positions"] == (96 if "transformer" in arch else None)
     assert manifest["exporter"] == "torch" and "decoder: dynamo" in manifest["exporter_method"]
     model = load(tmp / "art")
     assert isinstance(model.translate("March 3, 2021", max_new_tokens=12), str)

@@ -219,7 +219,9 @@ def _text_fields(source: Source, reference: Reference, task: str, out: Path) -> 
               "architecture": (config.architectures or [None])[0]}
     if task_spec(task).method == "translate":  # the decoder's start token, not the source's BOS
         start, eos = seq2seq_hf.decoder_start_and_eos(getattr(reference.model, "generation_config", None) or config)
-        fields["generation"] = {"bos_token_id": start, "eos_token_ids": eos}
+        # BART's and Marian's decoders number target positions from a table; T5's are relative (no attribute)
+        fields["generation"] = {"bos_token_id": start, "eos_token_ids": eos,
+                                "max_positions": getattr(config, "max_position_embeddings", None)}
     return fields
 
 

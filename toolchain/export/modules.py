@@ -78,6 +78,7 @@ class Seq2SeqSpec:
     bos_id: int = 1
     eos_id: int = 2
     pad_id: int = 0
+    max_target_positions: int | None = None  # the decoder's position table, if it has one (decoding stops there)
 
     def graphs(self, module: Any) -> dict[str, tuple[Any, IOSpec]]:
         """Component name -> (nn.Module, IOSpec), in export order."""

@@ -175,6 +175,8 @@ def module_fields(source: Any, reference: Any, task: str, out: Path) -> dict[str
               "tokenizer": TokenizerInfo(file=TOKENIZER_FILE, pad_id=d.pad_id, pad_token=pad_token).to_dict(),
               "model_type": d.entry, "architecture": type(reference.model).__name__}
     if isinstance(reference.spec, Seq2SeqSpec):  # the decoder's start token and where it stops
-        fields["generation"] = {"bos_token_id": reference.spec.bos_id, "eos_token_ids": [reference.spec.eos_id]}
+        spec = reference.spec
+        fields["generation"] = {"bos_token_id": spec.bos_id, "eos_token_ids": [spec.eos_id],
+                                "max_positions": spec.max_target_positions}
     return fields
 

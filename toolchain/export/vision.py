@@ -86,7 +86,8 @@ def caption_fields(source: Any, reference: Any, out: Any) -> dict[str, Any]:
     pad_id, pad_token = graph_pad(tok, config.decoder)
     start, eos = decoder_start_and_eos(getattr(reference.model, "generation_config", None) or config)
     positions = getattr(config.decoder, "n_positions", None) or getattr(config.decoder, "max_position_embeddings", 0)
-    return {"labels": None, "max_length": int(positions) or None, "generation": {"bos_token_id": start, "eos_token_ids": eos},
+    generation = {"bos_token_id": start, "eos_token_ids": eos, "max_positions": int(positions) or None}
+    return {"labels": None, "max_length": int(positions) or None, "generation": generation,
             "tokenizer": TokenizerInfo(file=TOKENIZER_FILE, pad_id=pad_id, pad_token=pad_token).to_dict()}
 
 

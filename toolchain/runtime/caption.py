@@ -61,7 +61,8 @@ class Captioner(TwoGraphModel):
         self._input = inputs[0]
         device = "cuda" if self._negotiated.provider == "cuda" else "cpu"
         self._seq2seq = Seq2Seq(self._sessions[ENCODER], self._sessions[DECODER], gen.bos_token_id,
-                                gen.eos_token_ids, self._tok.get_vocab_size(), device, sources=(self._input,))
+                                gen.eos_token_ids, self._tok.get_vocab_size(), device, sources=(self._input,),
+                                max_positions=gen.max_positions or self.manifest.data.get("max_length"))
 
     def warmup_input(self) -> Any:
         p = self._preprocess
@@ -87,12 +88,8 @@ class Captioner(TwoGraphModel):
         return out[0] if single else out
 
     def _search(self, max_new_tokens: Any, beam_size: Any, length_penalty: Any) -> Search:
-        """The checked settings, max_new_tokens capped at the decoder's positions (the manifest's max_length): a
-        step past them would index past the position table."""
-        search = self._seq2seq.check(Search(max_new_tokens, beam_size, length_penalty))
-        if self.manifest.max_length:
-            search.max_new_tokens = min(search.max_new_tokens, int(self.manifest.max_length))
-        return search
+        """The checked settings, max_new_tokens capped at the decoder's positions (Seq2Seq.check)."""
+        return self._seq2seq.check(Search(max_new_tokens, beam_size, length_penalty))
 
     # -- the steps, public for parity checks and benches ------------------------------------------------
     def encode(self, images: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:

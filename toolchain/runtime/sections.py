@@ -113,15 +113,19 @@ class Generation:
     padding_side: str = "left"
     # the graph reads the past from and writes the present into one full-length buffer
     shared_kv_buffer: bool = False
+    # an encoder-decoder's target positions (a learned or fixed position table): decoding stops there, since one
+    # more step would index past the table; None where positions are relative or absent (T5, an LSTM)
+    max_positions: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Generation":
         d = data or {}
-        bos = d.get("bos_token_id")
+        bos, positions = d.get("bos_token_id"), d.get("max_positions")
         return cls(eos_token_ids=tuple(int(e) for e in d.get("eos_token_ids") or ()),
                    bos_token_id=None if bos is None else int(bos),
                    padding_side=str(d.get("padding_side", cls.padding_side)),
-                   shared_kv_buffer=bool(d.get("shared_kv_buffer", cls.shared_kv_buffer)))
+                   shared_kv_buffer=bool(d.get("shared_kv_buffer", cls.shared_kv_buffer)),
+                   max_positions=None if positions is None else int(positions))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "eos_token_ids": list(self.eos_token_ids)}
@@ -130,6 +134,9 @@ class Generation:
         if self.padding_side not in PADDING_SIDES:
             raise ArtifactError(f"generation.padding_side {self.padding_side!r} in {where} is not known; "
                                 "re-export the artifact.")
+        if self.max_positions is not None and self.max_positions < 1:
+            raise ArtifactError(f"generation.max_positions in {where} is {self.max_positions}, not a positive number "
+                                "of positions; re-export the artifact.")
         return self
 
 

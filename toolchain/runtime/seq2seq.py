@@ -64,10 +64,13 @@ class Seq2Seq:
     """The two sessions and what their graphs say; ``greedy_steps()``, ``decode()`` and ``first_logits()``."""
 
     def __init__(self, encoder: Any, decoder: Any, bos: int, eos: tuple[int, ...], vocab: int, device: str = "cpu",
-                 sources: tuple[str, ...] = (SOURCE_IDS, SOURCE_MASK)):
+                 sources: tuple[str, ...] = (SOURCE_IDS, SOURCE_MASK), max_positions: int | None = None):
         """VOCAB: the tokenizer's size, used only when the graph leaves the logits' last dim unnamed. SOURCES: the
-        encoder's inputs, which every call feeds by name (with SOURCE_MASK among them, the decoder takes it)."""
+        encoder's inputs, which every call feeds by name (with SOURCE_MASK among them, the decoder takes it).
+        MAX_POSITIONS: the decoder's target positions (the manifest's generation.max_positions), which caps
+        max_new_tokens: the step after them would index past the position table (None: no table)."""
         self.encoder, self.decoder, self.device = encoder, decoder, device
+        self.max_positions = max_positions
         self.bos, self.eos = int(bos), tuple(int(e) for e in eos)
         self.eos_ids = np.array(self.eos, dtype=np.int64)  # for a vectorised "is EOS" (np.isin costs ~10 us a step)
         enc_in = {i.name for i in encoder.get_inputs()}
@@ -106,11 +109,14 @@ class Seq2Seq:
         return State(arg.name, _dtype(arg, "the decoder input"), dims, grows, from_encoder)
 
     def check(self, search: Search) -> Search:
-        """SEARCH, or InputError when its beam is wider than this model allows."""
+        """SEARCH with max_new_tokens capped at the decoder's positions (decoding ends there, as at max_new_tokens),
+        or InputError when its beam is wider than this model allows."""
         limit = min(MAX_BEAMS, self.vocab)
         if search.beam_size > limit:
             raise InputError(f"beam_size must be at most {limit} (the smaller of {MAX_BEAMS} and the vocabulary's "
                              f"{self.vocab} tokens): pass a beam width such as 4, got {search.beam_size}.")
+        if self.max_positions is not None:
+            search.max_new_tokens = min(search.max_new_tokens, self.max_positions)
         return search
 
     def run_encoder(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -46,7 +46,7 @@ class Translator(TwoGraphModel):
         self._tok = tok
         device = "cuda" if self._negotiated.provider == "cuda" else "cpu"
         self._seq2seq = Seq2Seq(self._sessions[ENCODER], self._sessions[DECODER], gen.bos_token_id,
-                                gen.eos_token_ids, tok.get_vocab_size(), device)
+                                gen.eos_token_ids, tok.get_vocab_size(), device, max_positions=gen.max_positions)
 
     # -- the task's method ----------------------------------------------------------------------------
     def translate(self, texts: Any, max_new_tokens: int = 64, beam_size: int = 1, length_penalty: float = 1.0,

@@ -248,7 +248,8 @@ def seq2seq_spec(config: TransformerSeq2SeqConfig) -> Seq2SeqSpec:
     decoder = IOSpec(inputs=(TensorIO("input_ids", "int64", {0: "batch"}),
                              TensorIO("encoder_attention_mask", "int64", source), *cross, *past),
                      outputs=(TensorIO("logits", "float32", {0: "batch"}), *present), example=decoder_example)
-    return Seq2SeqSpec(encoder, decoder, bos_id=config.bos_id, eos_id=config.eos_id, pad_id=config.pad_id)
+    return Seq2SeqSpec(encoder, decoder, bos_id=config.bos_id, eos_id=config.eos_id, pad_id=config.pad_id,
+                       max_target_positions=config.max_length)
 
 
 def build(config: dict) -> tuple[nn.Module, Seq2SeqSpec]:
