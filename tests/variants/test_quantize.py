@@ -286,7 +286,8 @@ def test_other_modes_make_loadable_variants(tiny_artifact, calib, tmp_path, fast
     v = _manifest(art)["variants"][spec.variant]
     assert v["precision"] == {"fp16": "fp16", "int4": "int4", "int8-static": "int8"}[mode]
     assert v["passed"] is report.passed
-    assert len(v["metrics"]["quantization"]["tried"]) == len(candidates(spec, art / "model.onnx"))
+    if not spec.measured:  # int8-static's measured search: tests/variants/test_static.py
+        assert len(v["metrics"]["quantization"]["tried"]) == len(candidates(spec, art / "model.onnx"))
     graph = onnx.load(str(art / v["components"]["model"]["file"])).graph
     if mode == "fp16":
         assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)

@@ -69,6 +69,7 @@ EXAMPLES = {
     "quantize": """\
         toolchain quantize dist/minilm --mode int8-dynamic
         toolchain quantize dist/minilm --mode int8-dynamic --target avx2 --explain
+        toolchain quantize dist/minilm --mode int8-static --explain   # smoothed, static scales, QDQ
         toolchain quantize dist/minilm --mode int4 --calib my_sentences.txt --max-drop 0.01""",
     "optimize": "toolchain optimize dist/minilm",
     "bench": """\

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from toolchain.data.texts import TextSet
 from toolchain.runtime.manifest import MODEL
@@ -29,7 +29,9 @@ class Plan:
     calib: TextSet | None = None
     artifact: Path | None = None
     components: tuple[str, ...] = (MODEL,)  # the graphs this plan quantizes; the others stay fp32
-    weights: str | None = None  # int8-dynamic: a key of rowquant.WEIGHT_FORMATS
+    weights: str | None = None  # int8-dynamic, int8-static: a key of rowquant.WEIGHT_FORMATS
+    alpha: float | None = None  # int8-static: the smoothing strength (static.ALPHAS)
+    calibration: Any = None  # int8-static: the static.Calibration the plan is built from
 
 
 def exclusion_ladder(model_path: Path) -> list[tuple[str, list[str]]]:
@@ -134,7 +136,7 @@ def explain(report) -> list[str]:
         lines += [f"  {i:3d}. {r['error']:.5f}  {r['node']}  {r['shape'][0]}x{r['shape'][1]}" for i, r in enumerate(ranking, 1)]
     lines.append("plans tried:")
     for t in report.tried:
-        gate = ", ".join(f"{k} {v}" for k, v in t.items() if k not in ("plan", "weights", "passed", "bytes", "p50_ms"))
+        gate = ", ".join(f"{k} {v}" for k, v in t.items() if k not in ("plan", "weights", "alpha", "passed", "bytes", "p50_ms"))
         speed = f", p50 {t['p50_ms']:.2f} ms" if "p50_ms" in t else ""
         lines.append(f"  {'pass' if t['passed'] else 'miss'}  {t['plan']}: {gate}; {t['bytes'] / 1e6:.1f} MB{speed}")
     inv = report.batch_invariance

@@ -2,13 +2,15 @@
 
 int8-dynamic is per-row (rowquant.py: one activation scale per token, so batch-invariant), in each weight
 format the target's kernels compute exactly (hardware.py); the layers to keep in fp32 are searched from a
-measured sensitivity ranking (sensitivity.py, plans.py). The other modes are onnxruntime.quantization's,
-with the structural ladder of layers to keep. Every plan is gated against fp32, the passing ones are timed,
+measured sensitivity ranking (sensitivity.py, plans.py). int8-static (static.py, smooth.py) folds SmoothQuant
+smoothing into the graph and calibrates static ranges on real tokens; the gate chooses its alpha, then the same
+search runs. fp16 and int4 are onnxruntime's, with the structural ladder of layers to keep. Every plan is gated against fp32, the passing ones are timed,
 and every number (the ranking, the plans tried, batch invariance) is recorded in the manifest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -26,12 +28,12 @@ from toolchain.variants.invariance import batch_invariance
 from toolchain.variants.plans import Plan, search, structural
 from toolchain.variants.rowquant import WEIGHT_FORMATS, rowquant
 from toolchain.variants.sensitivity import rank
+from toolchain.variants.static import calibrate, describe, search_plans, write_qdq
 from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ToolchainError
 from toolchain.runtime.manifest import MODEL, REFERENCE_VARIANT, Component, Manifest, Variant, read_manifest
-from toolchain.runtime.model import load
 
-CALIB_BATCH = 8
+INTEGER_GEMMS = ("int8-dynamic", "int8-static")  # modes built in rowquant.WEIGHT_FORMATS
 SAME_SPEED = 1.03  # candidates within 3% of the fastest count as equally fast
 
 
@@ -62,13 +64,22 @@ def _qtype(name: str):
 def _int8_dynamic(src: Path, dst: Path, preset: Preset, plan: Plan) -> None:
     """Per-row dynamic int8 (rowquant.py) in the plan's weight format, the plan's layers left in fp32; embedding
     tables (Gather) stored as int8 by onnxruntime (weight-only: a lookup needs no activation scale)."""
+    with _tables(src, dst) as tables:
+        rowquant(tables, dst, WEIGHT_FORMATS[plan.weights or preset.row_weights[0]], plan.exclude)
+
+
+@contextlib.contextmanager
+def _tables(src: Path, dst: Path):
+    """SRC with its embedding tables (Gather) stored as int8 by onnxruntime, as a file beside DST while in use."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tables = dst.with_name(dst.stem + ".tables.onnx")
     quantize_dynamic(str(src), str(tables), op_types_to_quantize=["Gather"], weight_type=QuantType.QInt8)
-    rowquant(tables, dst, WEIGHT_FORMATS[plan.weights or preset.row_weights[0]], plan.exclude)
-    for p in tables.parent.glob(tables.name + "*"):
-        p.unlink()
+    try:
+        yield tables
+    finally:
+        for p in tables.parent.glob(tables.name + "*"):
+            p.unlink()
 
 
 def _weight_only(src: Path, dst: Path, bits: int, include: list[str] | None = None, exclude: list[str] | None = None,
@@ -83,30 +94,16 @@ def _weight_only(src: Path, dst: Path, bits: int, include: list[str] | None = No
     quant.model.save_model_to_file(str(dst), use_external_data_format=False)
 
 
-class _CalibReader:
-    """Feeds calibration texts to onnxruntime's calibrator through the runtime's own tokenizer."""
-
-    def __init__(self, artifact: Path, texts: list[str]):
-        model = load(artifact, variant=REFERENCE_VARIANT, provider="cpu")
-        batches = [texts[i : i + CALIB_BATCH] for i in range(0, len(texts), CALIB_BATCH)]
-        self._feeds = iter([model.encode(b)[0] for b in batches])
-
-    def get_next(self):
-        return next(self._feeds, None)
-
-
 def _int8_static(src: Path, dst: Path, preset: Preset, plan: Plan) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
-
-    if plan.calib is None or plan.artifact is None:
-        raise ToolchainError("int8-static needs calibration texts; pass --calib FILE.")
-    quantize_static(
-        str(src), str(dst), _CalibReader(plan.artifact, plan.calib.texts[:128]), quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul"], per_channel=preset.per_channel, reduce_range=preset.reduce_range,
-        activation_type=_qtype(preset.activation_type), weight_type=_qtype(preset.weight_type),
-        nodes_to_exclude=plan.exclude, calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"MatMulConstBOnly": True},
-    )
+    """Static int8 (static.py): smoothing folded into the LayerNorms, per-tensor activation ranges calibrated on real
+    tokens, QDQ around each MatMul; embedding tables as int8-dynamic stores them."""
+    if plan.calibration is None:  # a structural plan (no measured search): calibrate here, moderate smoothing
+        if plan.calib is None or plan.artifact is None:
+            raise ToolchainError("int8-static needs calibration texts; pass --calib FILE.")
+        plan.calibration, plan.alpha = calibrate(src, plan.artifact, plan.calib), 0.5
+    with _tables(src, dst) as tables:
+        write_qdq(tables, dst, plan.calibration, plan.alpha or 0.0,
+                  WEIGHT_FORMATS[plan.weights or preset.row_weights[0]], plan.exclude)
 
 
 # Ops kept in fp32 by the fp16 mode: their intermediate values overflow fp16's 65504 or lose too much
@@ -149,7 +146,7 @@ def _int4(src: Path, dst: Path, preset: Preset, plan: Plan) -> None:
 
 
 register(Mode("int8-dynamic", "int8", "int8", _int8_dynamic, measured=True))
-register(Mode("int8-static", "int8-static", "int8", _int8_static))
+register(Mode("int8-static", "int8-static", "int8", _int8_static, measured=True))
 register(Mode("fp16", "fp16", "fp16", _fp16, ladder=False))
 register(Mode("int4", "int4", "int4", _int4))
 
@@ -173,7 +170,7 @@ class QuantizeReport:
 def candidates(spec: Mode, src: Path | dict[str, Path], preset: Preset | None = None) -> list[Plan]:
     """The fixed plans MODE tries for SRC (a graph, or component -> graph) without a sensitivity ranking: the
     structural ladder of layers kept in fp32 (per weight format for int8-dynamic), or the ladder of components."""
-    weights = (preset or preset_for(None)).row_weights if spec.name == "int8-dynamic" else (None,)
+    weights = (preset or preset_for(None)).row_weights if spec.name in INTEGER_GEMMS else (None,)
     return structural(src, spec.ladder, ("fp32",), weights)
 
 
@@ -223,7 +220,8 @@ def quantize(
                 "reduce_range": WEIGHT_FORMATS[best["weights"]].reduce_range if best["weights"] else preset.reduce_range,
                 "plan": best["plan"], "kept_nodes": best["fp32_nodes"], "why": why, "gated_on": detect_target(),
                 "numerics_match_target": exact_on(best["weights"], detect_target()),
-                "sensitivity": trials.rankings, "tried": [_row(t) for t in tried]}},
+                "sensitivity": trials.rankings, "tried": [_row(t) for t in tried],
+                **({"static": describe(trials.calibration, best["alpha"])} if "alpha" in best and trials.calibration else {})}},
         }
         fp32 = manifest.variant(REFERENCE_VARIANT).components  # components left in fp32 share its files
         add_variant(root, spec.variant, {c: p if c in best["quantized"] else root / fp32[c].file
@@ -239,9 +237,11 @@ def quantize(
 
 
 def _scheme(spec: Mode, preset: Preset, weights: str | None = None) -> str:
+    formats = weights or " / ".join(preset.row_weights)
+    if spec.name == "int8-static":
+        return f"static per-tensor int8 activations (smoothed, QDQ), per-channel weights as {formats}"
     if spec.name != "int8-dynamic":
         return f"per-channel {preset.per_channel}, reduce-range {preset.reduce_range}"
-    formats = weights or " / ".join(preset.row_weights)
     return f"per-row dynamic int8 activations, per-channel weights as {formats}"
 
 
@@ -256,6 +256,7 @@ class _Trials:
         self.tried: list[dict[str, Any]] = []
         self.rankings: dict[str, list[dict[str, Any]]] = {}
         self.reference = None
+        self.calibration = None  # int8-static: the static.Calibration of the measured search
 
     def attempt(self, plan: Plan) -> bool:
         n, spec, root = len(self.tried), self.spec, self.scratch.root
@@ -274,7 +275,7 @@ class _Trials:
         result, self.reference = judge(self.scratch, name, self.data, self.max_drop, self.reference)
         self.progress(f"  {'passed' if result.passed else 'missed'}: {result.summary}")
         self.tried.append({"name": name, "plan": plan.label, "fp32_nodes": plan.exclude, "weights": plan.weights,
-                           "passed": result.passed, "bytes": sum(p.stat().st_size for p in files.values()),
+                           **({} if plan.alpha is None else {"alpha": plan.alpha}), "passed": result.passed, "bytes": sum(p.stat().st_size for p in files.values()),
                            "files": files, "quantized": plan.components, "result": result, **_brief(result)})
         return result.passed
 
@@ -288,6 +289,9 @@ def _search(trials: _Trials) -> None:
             trials.attempt(plan)
         return
     (path,) = src.values()
+    if spec.name == "int8-static":
+        _static_search(trials, path)
+        return
     # fp32's outputs first: the gate checks the data fits the task (images for an image model) before any ranking
     trials.reference = outputs(trials.scratch, REFERENCE_VARIANT, trials.data)
     formats = trials.preset.row_weights
@@ -302,6 +306,17 @@ def _search(trials: _Trials) -> None:
         trials.rankings[fmt] = [r.to_dict() for r in ranking]
         trials.progress(f"sensitivity ({fmt}): " + ", ".join(f"{r.node} {r.error:.4f}" for r in ranking[:3]) + " ...")
         search([r.node for r in ranking], trials.attempt, fmt)
+
+
+def _static_search(trials: _Trials, path: Path) -> None:
+    """int8-static: calibrate once on real tokens, then let the gate choose the smoothing alpha and the layers to keep."""
+    trials.reference = outputs(trials.scratch, REFERENCE_VARIANT, trials.data)
+    try:
+        trials.calibration = calibrate(path, trials.scratch.root, trials.data)
+    except NotImplementedError as exc:
+        raise ToolchainError(f"int8-static cannot calibrate this graph ({exc}); use --mode int8-dynamic.") from None
+    trials.rankings = search_plans(trials.calibration, list(trials.preset.row_weights), trials.attempt,
+                                   lambda: _score(trials.tried[-1]["result"]), trials.progress)
 
 
 def _why(best: dict[str, Any], tried: list[dict[str, Any]]) -> str:
