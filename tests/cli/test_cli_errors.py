@@ -135,6 +135,7 @@ CASES = {
     "train-missing-recipe": ("train {missing}.toml", "does not exist", False),
     "train-nproc-zero": ("train {recipes}/nodata.toml --nproc 0 --out {out}", "at least 1", False),
     "serve-missing-dir": ("serve {missing}", "is not an artifact directory", False),
+    "serve-haproxy-on-a-cluster": ("serve {art} --haproxy --address auto", "for every `ray start`", False),
     "map-missing-dir": ("map {missing} --input {file} --output {out}.parquet", "is not an artifact directory", False),
     "web-missing-dir": ("web {missing} --out {out}", "is not an artifact directory", False),
     "train-unknown-key": ("train {recipes}/unknown_key.toml", "unknown key 'flavour'", False),

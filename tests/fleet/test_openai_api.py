@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 
 import numpy as np
 import pytest
@@ -44,6 +45,28 @@ def test_requests_are_checked_field_by_field():
                                          LIMITS).message
 
 
+def test_classify_image_requests_are_checked():
+    models = {"vit": "image-classification", "cap": "image-to-text", "sst2": "text-classification"}
+    png = b"\x89PNG\r\n\x1a\n fake"
+    req = api.parse_classify_image({"model": "vit", "image": [base64.b64encode(png).decode(), "data:image/png;base64,"
+                                                              + base64.b64encode(b"two").decode()]}, models, LIMITS)
+    assert req == api.ImagesRequest("vit", [png, b"two"])
+    assert api.parse_classify_image({"model": "vit", "image": base64.b64encode(png).decode()}, models, LIMITS).images == [png]
+    say = lambda body: refusal(api.parse_classify_image, body, models, LIMITS)  # noqa: E731
+    assert "image[1] is not valid base64" in say({"model": "vit", "image": ["aGk=", "not base64!"]}).message
+    assert "more than the 4" in say({"model": "vit", "image": ["aGk="] * 5}).message
+    for bad in (None, [], [""], [7], {"url": "x"}):
+        assert "'image' must be a base64 string" in say({"model": "vit", "image": bad}).message
+    assert "use /v1/classify." in say({"model": "sst2", "image": "aGk="}).message  # a text model on the image route
+    assert "use /v1/caption" in say({"model": "cap", "image": "aGk="}).message
+    assert "use /v1/classify_image" in refusal(api.parse_texts, {"model": "vit", "input": "x"}, models, LIMITS,
+                                               "/v1/classify").message
+    assert say({"model": "nope", "image": "aGk="}).status == 404
+    out = api.classify_response(req, [{"label": "circle", "score": 0.5}, {"label": "star", "score": 0.25}])
+    assert out["data"][1] == {"object": "classification", "index": 1, "label": "star", "score": 0.25}
+    assert {"route": "/v1/classify_image"}.items() <= api.models_response(models, 0)["data"][2].items()
+
+
 def test_responses_in_the_openai_shape():
     vectors = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
     req = api.EmbeddingsRequest("minilm", ["a", "b"], "base64")
@@ -70,3 +93,15 @@ def test_serve_cli_refuses_a_bad_dir_before_ray_starts(tmp_path, capsys):
     assert err.startswith("error:") and "Traceback" not in err and err.count("\n") == 1
     assert main(["serve", str(tmp_path), "--replicas", "0"]) == 2
     assert "replicas" in capsys.readouterr().err
+
+
+def test_haproxy_mode_is_for_the_local_ray_only(monkeypatch):
+    """--haproxy sets Ray Serve's high-throughput flags for the Ray this command starts; on a cluster they belong
+    to `ray start`, so asking for both is one sentence (and the flags stay unset)."""
+    from toolchain.fleet.cluster import HIGH_THROUGHPUT, connect
+
+    for key in HIGH_THROUGHPUT:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ToolchainError, match="RAY_SERVE_ENABLE_HA_PROXY=1"):
+        connect("auto", haproxy=True)
+    assert not any(key in os.environ for key in HIGH_THROUGHPUT)

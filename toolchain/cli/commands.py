@@ -209,7 +209,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from toolchain.fleet.deploy import model_names
 
     model_names(args.dirs)  # a bad DIR is refused before Ray starts
-    connect(args.address)
+    connect(args.address, haproxy=args.haproxy)
     serve_forever(args.dirs, settings, progress=_say)
     print("serve stopped")
     return 0

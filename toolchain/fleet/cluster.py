@@ -9,6 +9,7 @@ without it, one sentence says how to install it.
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -28,14 +29,27 @@ def require_ray(what: str) -> None:
         raise ToolchainError(f"{what} needs Ray ({exc.name} is not installed): pip install 'toolchain[serve]'.") from None
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> None:
-    """ray.init once: a local Ray (address None), the cluster this machine is in ("auto"), or ray://HOST:PORT."""
+# Ray Serve's high-throughput mode (Ray >= 2.55, documented by Ray): HAProxy in place of the Python HTTP proxy,
+# the gateway replica answering HTTP itself, gRPC between replicas. Measured here (loadbench, MiniLM int8, 32
+# clients): the service's CPU per request fell from 19.8 ms to 10.6 ms. Not the default: HAProxy also opens a
+# stats and a metrics page on all interfaces at fixed ports (8404, 9101), so two services on a host collide.
+HIGH_THROUGHPUT = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, haproxy: bool = False) -> None:
+    """ray.init once: a local Ray (address None), the cluster this machine is in ("auto"), or ray://HOST:PORT.
+    HAPROXY: start the local Ray in Ray Serve's high-throughput mode (a cluster gets it from `ray start`)."""
     import ray
 
+    if haproxy and address is not None:
+        raise ToolchainError("--haproxy configures the local Ray this command starts; on a cluster set "
+                             "RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_THROUGHPUT_OPTIMIZED=1 for every `ray start`.")
     if ray.is_initialized():
         return
     if address not in (None, "auto") and not address.startswith("ray://") and ":" not in address:
         raise ToolchainError(f"--address {address!r} is not a Ray address; use auto, HOST:6379 or ray://HOST:10001.")
+    if haproxy:  # read by Serve's controller, proxy and replicas: the local Ray's processes inherit it
+        os.environ.update(HIGH_THROUGHPUT)
     try:
         ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)

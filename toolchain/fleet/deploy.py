@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
 from toolchain.fleet import openai_api as api
@@ -26,6 +26,17 @@ from toolchain.runtime import read_manifest
 from toolchain.runtime.errors import ToolchainError
 
 APP_NAME = "toolchain"
+
+
+def _json(body: dict[str, Any]) -> Response:
+    """BODY as a JSON response, serialized once. A returned dict would go through FastAPI's jsonable_encoder
+    first, which walks every float of every embedding: 1.0 ms per 384-d vector against 0.45 ms for json.dumps
+    alone and 0.02 ms for orjson (measured here), on the gateway that every request passes."""
+    try:
+        import orjson
+    except ImportError:
+        return JSONResponse(body)
+    return Response(orjson.dumps(body), media_type="application/json")
 _END = object()  # the end of a streamed generation
 
 
@@ -53,11 +64,13 @@ class ModelServer:
         return {**self.model.info(), "pid": os.getpid(), "node": _node_id()}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def encode(self, requests: list[list[str]]) -> list[Any]:
-        """Embed or classify the texts of many concurrent requests in one runtime call, split back per request."""
+    async def encode(self, requests: list[list[Any]]) -> list[Any]:
+        """Embed or classify the texts (or images) of many concurrent requests in one runtime call, split back
+        per request."""
         return await asyncio.get_running_loop().run_in_executor(None, self._encode_all, requests)
 
-    def _encode_all(self, requests: list[list[str]]) -> list[Any]:
+    def _encode_all(self, requests: list[list[Any]]) -> list[Any]:
+        """Texts (embed, classify) or image bytes (an image classifier's classify): one call for them all."""
         run = self.model.embed if self.task == "feature-extraction" else self.model.classify
         flat = [t for texts in requests for t in texts]
         try:
@@ -183,14 +196,21 @@ class Gateway:
         async def work():
             req = api.parse_embeddings(await self._body(request), self.tasks, self.limits)
             vectors = self._checked(await self.servers[req.model].encode.remote(req.input))
-            return api.embeddings_response(req, vectors)
+            return _json(api.embeddings_response(req, vectors))
         return await self._guard(work)
 
     @app.post("/v1/classify")
     async def classify(self, request: Request):
         async def work():
             req = api.parse_texts(await self._body(request), self.tasks, self.limits, "/v1/classify")
-            return api.classify_response(req, self._checked(await self.servers[req.model].encode.remote(req.input)))
+            return _json(api.classify_response(req, self._checked(await self.servers[req.model].encode.remote(req.input))))
+        return await self._guard(work)
+
+    @app.post("/v1/classify_image")
+    async def classify_image(self, request: Request):
+        async def work():
+            req = api.parse_classify_image(await self._body(request), self.tasks, self.limits)
+            return _json(api.classify_response(req, self._checked(await self.servers[req.model].encode.remote(req.images))))
         return await self._guard(work)
 
     @app.post("/v1/translate")
@@ -198,7 +218,7 @@ class Gateway:
         async def work():
             req = api.parse_texts(await self._body(request), self.tasks, self.limits, "/v1/translate")
             out = await self.servers[req.model].translate.remote(req.input, req.max_tokens, req.beam_size)
-            return api.translate_response(req, self._checked(out))
+            return _json(api.translate_response(req, self._checked(out)))
         return await self._guard(work)
 
     @app.post("/v1/caption")
@@ -206,7 +226,7 @@ class Gateway:
         async def work():
             req = api.parse_caption(await self._body(request), self.tasks, self.limits)
             out = await self.servers[req.model].caption.remote(req.images, req.max_tokens, req.beam_size)
-            return api.caption_response(req, self._checked(out))
+            return _json(api.caption_response(req, self._checked(out)))
         return await self._guard(work)
 
     @app.post("/v1/completions")
@@ -216,7 +236,7 @@ class Gateway:
             server = self.servers[req.model]
             if not req.stream:
                 done = self._checked(await server.complete.remote(req.prompt, req.options()))
-                return api.completion_response(req, done["text"], done["usage"])
+                return _json(api.completion_response(req, done["text"], done["usage"]))
             pieces = server.options(stream=True).stream.remote(req.prompt, req.options())
             first = await pieces.__anext__()  # a refusal (a bad option) is still a 4xx, before any event is sent
             return StreamingResponse(self._events(req, first, pieces), media_type="text/event-stream")

@@ -19,13 +19,14 @@ import numpy as np
 
 from toolchain.runtime.errors import ToolchainError
 
-# The route each task answers on, and the method of the runtime behind it (image tasks have no route yet).
+# The route each task of runtime/tasks.py answers on (a task added there without a route here is refused by serve).
 ROUTES = {
     "feature-extraction": "/v1/embeddings",
     "text-classification": "/v1/classify",
     "text-generation": "/v1/completions",
     "text2text-generation": "/v1/translate",
     "image-to-text": "/v1/caption",
+    "image-classification": "/v1/classify_image",
 }
 
 
@@ -148,6 +149,14 @@ class CaptionRequest:
 
 
 @dataclass(frozen=True)
+class ImagesRequest:
+    """/v1/classify_image: images as base64, as /v1/caption takes them."""
+
+    model: str
+    images: list[bytes]
+
+
+@dataclass(frozen=True)
 class CompletionRequest:
     model: str
     prompt: str
@@ -184,9 +193,9 @@ def parse_texts(body: Any, models: dict[str, str], limits: Limits, route: str) -
                         _number(body, "beam_size", 1, 1, 16, integer=True))
 
 
-def parse_caption(body: Any, models: dict[str, str], limits: Limits) -> CaptionRequest:
-    body = _require_object(body, "/v1/caption")
-    name = _model(body, models, "/v1/caption")
+def _images(body: dict[str, Any], limits: Limits) -> list[bytes]:
+    """'image': one base64 string (or a data: URL) or a non-empty list of them, within the count cap, decoded.
+    Whether the bytes are an image, and its pixel count, the runtime checks (one sentence naming the image)."""
     value = body.get("image")
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items or not all(isinstance(x, str) and x for x in items):
@@ -200,8 +209,22 @@ def parse_caption(body: Any, models: dict[str, str], limits: Limits) -> CaptionR
             images.append(base64.b64decode(item.split(",", 1)[-1] if item.startswith("data:") else item, validate=True))
         except ValueError:
             raise ApiError(400, f"image[{i}] is not valid base64; send the file's bytes base64-encoded.") from None
-    return CaptionRequest(name, images, _number(body, "max_tokens", 32, 1, limits.max_tokens, integer=True),
+        if not images[-1]:
+            raise ApiError(400, f"image[{i}] decodes to no bytes; send the file's bytes base64-encoded.")
+    return images
+
+
+def parse_caption(body: Any, models: dict[str, str], limits: Limits) -> CaptionRequest:
+    body = _require_object(body, "/v1/caption")
+    name = _model(body, models, "/v1/caption")
+    return CaptionRequest(name, _images(body, limits), _number(body, "max_tokens", 32, 1, limits.max_tokens, integer=True),
                           _number(body, "beam_size", 1, 1, 16, integer=True))
+
+
+def parse_classify_image(body: Any, models: dict[str, str], limits: Limits) -> ImagesRequest:
+    body = _require_object(body, "/v1/classify_image")
+    name = _model(body, models, "/v1/classify_image")
+    return ImagesRequest(name, _images(body, limits))
 
 
 def parse_completion(body: Any, models: dict[str, str], limits: Limits) -> CompletionRequest:
@@ -249,7 +272,7 @@ def embeddings_response(req: EmbeddingsRequest, vectors: np.ndarray) -> dict[str
     return {"object": "list", "data": data, "model": req.model, "usage": _usage()}
 
 
-def classify_response(req: TextsRequest, results: list[dict[str, Any]]) -> dict[str, Any]:
+def classify_response(req: TextsRequest | ImagesRequest, results: list[dict[str, Any]]) -> dict[str, Any]:
     data = [{"object": "classification", "index": i, **r} for i, r in enumerate(results)]
     return {"object": "list", "data": data, "model": req.model}
 

@@ -7,6 +7,8 @@ length batched together), gradient clipping. Dev accuracy as the Hugging Face st
 
 Writes a *module directory* (toolchain/export/modules.py: MODULE_FILE, safetensors weights,
 tokenizer.json) plus training.json, atomically: a bad entry point, a failed run or Ctrl-C writes nothing.
+Checkpoints every save_steps beside it let an interrupted run resume; under torchrun the loop runs as DDP
+(module_ddp.py: each process a share of every global batch, rank 0 writes).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +27,8 @@ from toolchain.data.texts import TextSet, read_split
 from toolchain.export.modules import MODULE_FILE, TOKENIZER_FILE, WEIGHTS_FILE, build_module, module_dir_record
 from toolchain.runtime.checks import first_line
 from toolchain.runtime.errors import ToolchainError
+from toolchain.train.fit import checkpoints_dir
+from toolchain.train.module_ddp import Group, load_checkpoint, resumable, save_checkpoint, shared_tokenizer
 from toolchain.train.recipe import Recipe, RecipeError, Training
 from toolchain.train.stages import SMOKE, smoke_limit, smoke_settings
 from toolchain.train.tokenizers import PAD, plain_wordpiece
@@ -50,28 +55,33 @@ def train_module(recipe: Recipe, out: Path, smoke: bool, progress) -> dict[str, 
         raise RecipeError(f"{recipe.path}: [model.config] max_length is below [train] max_length "
                           f"({settings.max_length}); raise it or shorten [train] max_length.")
     train, dev = _splits(recipe, smoke)
-    tok = plain_wordpiece(train.texts, vocab, settings.max_length)
+    group, ckpt = Group.from_env(), checkpoints_dir(out)
+    tok = shared_tokenizer(group, ckpt, resumable(ckpt), lambda: plain_wordpiece(train.texts, vocab, settings.max_length))
     config = {**recipe.model.config, "vocab_size": tok.get_vocab_size()}
     torch.manual_seed(settings.seed)
     module, _ = build_checked(entry, config, search)
     params = sum(p.numel() for p in module.parameters())
     progress(f"training {entry} ({params / 1e6:.2f}M parameters, vocab {tok.get_vocab_size()}) "
-             f"on {len(train.texts)} examples")
+             f"on {len(train.texts)} examples" + (f", {group.world} processes" if group.world > 1 else ""))
     started, threads = time.perf_counter(), torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        losses = fit_module(module, _encode(tok, train), settings, progress)
+        losses = fit_module(module, _encode(tok, train), settings, progress, ckpt=ckpt, tok=tok)
     finally:
         torch.set_num_threads(threads)
+    seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {"entry": entry, "config": config, "parameters": params,
-                               "train_examples": len(train.texts), "train_seconds": round(time.perf_counter() - started, 1),
-                               "settings": asdict(settings), "losses": losses,
+                               "train_examples": len(train.texts), "train_seconds": round(seconds, 1),
+                               "settings": asdict(settings), "losses": losses, "world_size": group.world,
                                "train_loss": losses[-1]["loss"] if losses else None}
+    if group.rank != 0:  # the others hold the same weights; rank 0 evaluates and writes
+        return metrics
     if dev is not None:
         metrics.update(_dev_metrics(recipe, module, _encode(tok, dev), settings.batch_size, smoke, progress))
     record = module_dir_record(entry, config, recipe.task, recipe.labels, settings.max_length,
                                tok.token_to_id(PAD), search)
     save_module_dir(out, module, tok, record, metrics)
+    shutil.rmtree(ckpt, ignore_errors=True)
     return metrics
 
 
@@ -150,11 +160,15 @@ def classifier_loss(module, batch: list, settings: Training):
     return torch.nn.functional.cross_entropy(module(ids, mask), labels)
 
 
-def fit_module(module, examples: list, settings: Training, progress, step_loss=classifier_loss) -> list[dict[str, float]]:
+def fit_module(module, examples: list, settings: Training, progress, step_loss=classifier_loss,
+               ckpt: Path | None = None, tok=None) -> list[dict[str, float]]:
     """Train MODULE in place (STEP_LOSS(module, batch, settings), AdamW, linear warmup then decay); the logged
-    losses. Batches group EXAMPLES of similar length (their first item's length)."""
+    losses. Batches group EXAMPLES of similar length (their first item's length). Under torchrun each process
+    takes its share of every batch (module_ddp.py). CKPT: where to keep checkpoints (every save_steps steps,
+    with TOK) and resume from the newest; None keeps none."""
     import torch
 
+    group = Group.from_env()
     rng = random.Random(settings.seed)
     per_epoch = math.ceil(len(examples) / settings.batch_size)
     total = settings.max_steps if settings.max_steps > 0 else max(1, math.ceil(settings.epochs * per_epoch))
@@ -162,21 +176,35 @@ def fit_module(module, examples: list, settings: Training, progress, step_loss=c
     optimizer = torch.optim.AdamW(module.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    resume = resumable(ckpt)
+    loop = load_checkpoint(resume, module, optimizer, schedule) if resume else {}
+    if resume:
+        progress(f"resuming from the last checkpoint in {ckpt} ({resume.name})")
+    start, logged = loop.get("step", 0), loop.get("logged", [])
+    running, seen = loop.get("running", 0.0), loop.get("seen", 0)
+    model = group.wrap(module)  # after the weights are restored: DDP broadcasts rank 0's
     module.train()
-    step, running, seen, logged = 0, 0.0, 0, []
+    step = 0
     while step < total:
-        for batch in batches(examples, settings.batch_size, rng):
-            loss = step_loss(module, batch, settings)
+        for batch in batches(examples, settings.batch_size, rng):  # replayed from the seed up to a resumed step
+            step += 1
+            if step <= start:
+                continue
+            shard, weight = group.shard(batch)
+            loss = step_loss(model, shard, settings) * weight
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
             optimizer.step()
             schedule.step()
-            step, running, seen = step + 1, running + loss.item(), seen + 1
+            running, seen = running + group.mean(loss), seen + 1
             if step % settings.logging_steps == 0 or step == total:
                 logged.append({"step": step, "epoch": round(step / per_epoch, 3), "loss": running / seen})
                 progress(f"step {step}/{total}  epoch {step / per_epoch:.2f}  loss {running / seen:.4f}")
                 running, seen = 0.0, 0
+            if ckpt is not None and step % settings.save_steps == 0 and step < total:
+                save_checkpoint(ckpt, step, module, optimizer, schedule, tok,
+                                {"logged": logged, "running": running, "seen": seen, "world_size": group.world})
             if step >= total:
                 break
     module.eval()

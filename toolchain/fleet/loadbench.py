@@ -1,0 +1,247 @@
+"""`python -m toolchain.fleet.loadbench DIR`: the serve target measured the same way every time.
+
+Starts `toolchain serve` on DIR (an encoder) in a local Ray, sends REQUESTS embedding requests from CLIENTS
+threads (one httpx client, i.e. one keep-alive connection, per thread), checks every answer against the
+runtime's, takes the service down, and runs the in-process baseline: the runtime's embed() on the same
+requests with the same batch sizes (INPUTS_PER_REQUEST texts per call, one call at a time, on as many
+threads as the replicas have together). The baseline runs before and after the service, so a machine
+whose load changed in between shows as two different baselines. Prints one JSON line: requests/s, p50 and
+p99 latency, wrong and failed answers for both, and the ratio serve/baseline that the target is about
+(>= 0.8x, p99 <= 3x p50 at 32 clients).
+
+Why a separate process of clients and not a Ray-side generator: the client is what users run, an HTTP
+client over keep-alive connections; it shares this machine's cores with the service, which the JSON line
+states (cpu count, load average) so a figure from a busy machine reads as one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from toolchain.fleet.openai_api import Limits
+from toolchain.fleet.settings import ServeSettings
+from toolchain.runtime import read_manifest
+from toolchain.runtime.errors import ToolchainError
+
+WORDS = ("the film was a delight from start to finish with a witty script and a cast that shines while "
+         "the plot dragged on for an hour of dull scenes in the rain before a moving ending").split()
+DISTINCT = 256  # distinct requests; the load cycles through them
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """The load: how many requests, from how many concurrent clients, with how many texts each."""
+
+    requests: int = 2000
+    clients: int = 32
+    inputs_per_request: int = 1
+    encoding: str = "base64"  # what the official openai client asks for by default; "float": JSON lists
+    warmup: int = 64  # requests sent (and not timed) before the load, so no replica starts cold
+    atol: float = 1e-4  # an answer further than this from the runtime's is wrong
+    baseline_threads: int | None = None  # None: the replicas' threads together
+
+    def __post_init__(self) -> None:
+        for name in ("requests", "clients", "inputs_per_request"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ToolchainError(f"LoadSettings.{name} must be a whole number of at least 1, got {value!r}.")
+        if self.encoding not in ("float", "base64"):
+            raise ToolchainError(f"--encoding must be float or base64, got {self.encoding!r}.")
+
+
+def make_requests(n: int, per_request: int) -> list[list[str]]:
+    """N distinct requests of PER_REQUEST texts, 6 to 30 words each (deterministic)."""
+    out = []
+    for i in range(n):
+        texts = []
+        for j in range(per_request):
+            k = i * per_request + j
+            length = 6 + (k * 7) % 25
+            texts.append(" ".join(WORDS[(k * 3 + w * (1 + k % 5)) % len(WORDS)] for w in range(length)) + f" {k}")
+        out.append(texts)
+    return out
+
+
+def stats(latencies: list[float], wall: float) -> dict[str, float]:
+    lat = np.asarray(latencies) * 1000
+    return {"rps": round(len(latencies) / wall, 1), "p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "p99_ms": round(float(np.percentile(lat, 99)), 2)}
+
+
+def tree_cpu_s() -> float | None:
+    """CPU seconds (user + system) so far of this process and its descendants: the local Ray's processes
+    (raylet, proxy, replicas, HAProxy) and not another user's, read from /proc; None without /proc. On a
+    busy machine CPU per request is the steadier figure: requests/s also measure the neighbours."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return None
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    mine, todo = {os.getpid()}, [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in mine:
+                mine.add(child)
+                todo.append(child)
+    return sum(cpu.get(pid, 0.0) for pid in mine)
+
+
+def baseline(model, requests: list[list[str]], total: int) -> dict[str, float]:
+    """The runtime in this process: embed() on each request's texts in turn, TOTAL requests (cycled)."""
+    latencies = []
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for i in range(total):
+        t = time.perf_counter()
+        model.embed(requests[i % len(requests)])
+        latencies.append(time.perf_counter() - t)
+    out = stats(latencies, time.perf_counter() - t0)
+    return {**out, "cpu_ms_per_request": round((time.process_time() - cpu0) / total * 1000, 2)}
+
+
+def decode(item: dict[str, Any]) -> np.ndarray:
+    emb = item["embedding"]
+    return np.frombuffer(base64.b64decode(emb), dtype="<f4") if isinstance(emb, str) else np.asarray(emb, np.float32)
+
+
+def http_load(url: str, name: str, requests: list[list[str]], want: list[np.ndarray], load: LoadSettings,
+              total: int) -> dict[str, Any]:
+    """TOTAL requests from LOAD.clients threads, each with its own keep-alive connection; latencies, wrong and
+    failed answers (a non-200 or a broken body is failed; an answer off the runtime's by more than atol, wrong)."""
+    import httpx
+
+    counter, lock = itertools.count(), threading.Lock()
+    latencies: list[float] = []
+    wrong, failed = [0], [0]
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(max_connections=1)) as http:
+            while (i := next(counter)) < total:
+                k = i % len(requests)
+                body = {"model": name, "input": requests[k], "encoding_format": load.encoding}
+                t = time.perf_counter()
+                try:
+                    r = http.post("/v1/embeddings", json=body)
+                    got = np.stack([decode(d) for d in r.json()["data"]]) if r.status_code == 200 else None
+                except (httpx.HTTPError, ValueError, KeyError):
+                    got = None
+                spent = time.perf_counter() - t
+                with lock:
+                    latencies.append(spent)
+                    if got is None:
+                        failed[0] += 1
+                    elif got.shape != want[k].shape or not np.allclose(got, want[k], atol=load.atol):
+                        wrong[0] += 1
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(load.clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {**stats(latencies, time.perf_counter() - t0), "wrong": wrong[0], "failed": failed[0]}
+
+
+def run(artifact: str | Path, serve: ServeSettings, load: LoadSettings, address: str | None = None,
+        progress: Callable[[str], None] = lambda m: None, haproxy: bool = False) -> dict[str, Any]:
+    """Baseline, service under load, baseline again; the JSON line's fields."""
+    from toolchain.fleet.cluster import connect, require_ray, start_service, stop_service
+    from toolchain.runtime import load as load_model
+
+    path = Path(artifact).resolve()
+    name, task = path.name, read_manifest(path).task
+    if task != "feature-extraction":
+        raise ToolchainError(f"{artifact} is a {task} artifact; the load benchmark embeds, so give an encoder.")
+    per_replica = max(1, int(serve.cpus_per_replica)) if serve.cpus_per_replica else 1
+    threads = load.baseline_threads or per_replica * serve.replicas
+    model = load_model(path, variant=serve.variant, threads=threads)
+    requests = make_requests(min(DISTINCT, load.requests), load.inputs_per_request)
+    want = [model.embed(texts) for texts in requests]
+    progress(f"baseline: the runtime in this process ({threads} thread(s)), {load.requests} calls")
+    before = baseline(model, requests, load.requests)  # before Ray is imported here, as a user's process runs it
+    require_ray("the load benchmark")
+    connect(address, num_cpus=os.cpu_count(), haproxy=haproxy)
+    url = start_service([path], serve, progress)
+    try:
+        if load.warmup:
+            http_load(url, name, requests, want, replace(load, clients=min(load.clients, load.warmup)), load.warmup)
+        progress(f"load: {load.requests} requests from {load.clients} clients at {url}")
+        cpu0 = tree_cpu_s() if address is None else None  # a cluster's processes are not ours to read
+        served = http_load(url, name, requests, want, load, load.requests)
+        if cpu0 is not None:  # the clients' share included: they are this process
+            served["cpu_ms_per_request"] = round((tree_cpu_s() - cpu0) / load.requests * 1000, 2)
+    finally:
+        stop_service()
+    progress("baseline again")
+    after = baseline(model, requests, load.requests)
+    base_rps = (before["rps"] + after["rps"]) / 2
+    return {"artifact": name, "variant": model.info().get("variant"), **asdict(load),
+            "replicas": serve.replicas, "cpus_per_replica": serve.cpus_per_replica, "gateways": serve.gateways,
+            "max_batch_size": serve.max_batch_size, "batch_wait_ms": serve.batch_wait_s * 1000,
+            "baseline_threads": threads, "haproxy": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1",
+            "serve": served, "baseline": before, "baseline_after": after,
+            "ratio": round(served["rps"] / base_rps, 3), "p99_over_p50": round(served["p99_ms"] / served["p50_ms"], 2),
+            "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m toolchain.fleet.loadbench", description=__doc__.split("\n\n")[0])
+    p.add_argument("dir", help="a feature-extraction artifact (e.g. MiniLM with its int8 variant)")
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--inputs-per-request", type=int, default=1)
+    p.add_argument("--encoding", default="base64", choices=("float", "base64"))
+    p.add_argument("--warmup", type=int, default=64)
+    p.add_argument("--baseline-threads", type=int, default=None)
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--cpus-per-replica", type=float, default=1.0)
+    p.add_argument("--gateways", type=int, default=1)
+    p.add_argument("--max-batch-size", type=int, default=ServeSettings.max_batch_size)
+    p.add_argument("--batch-wait-ms", type=float, default=ServeSettings.batch_wait_s * 1000)
+    p.add_argument("--variant", default="auto")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--address", default=None, help="a Ray cluster to use (default: a local Ray started here)")
+    p.add_argument("--haproxy", action="store_true",
+                   help="start the local Ray in Ray Serve's high-throughput mode (as `toolchain serve --haproxy`)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        limits = Limits(max_inputs=max(Limits.max_inputs, args.inputs_per_request))
+        serve = ServeSettings(replicas=args.replicas, gateways=args.gateways, port=args.port, variant=args.variant,
+                              cpus_per_replica=args.cpus_per_replica, max_batch_size=args.max_batch_size,
+                              batch_wait_s=args.batch_wait_ms / 1000, limits=limits)
+        load = LoadSettings(args.requests, args.clients, args.inputs_per_request, args.encoding, args.warmup,
+                            baseline_threads=args.baseline_threads)
+        result = run(args.dir, serve, load, args.address, lambda m: print(f"[loadbench] {m}", file=sys.stderr), args.haproxy)
+    except ToolchainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
