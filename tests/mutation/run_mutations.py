@@ -80,6 +80,9 @@ MUTATIONS: tuple[Mutation, ...] = (
              "return np.ascontiguousarray(a[::-1]) if identity else np.ascontiguousarray(a[origin])",
              ("tests/runtime/test_caption.py::test_a_batch_captions_each_image_as_alone",),
              "a batch of images is captioned as each image alone (encoder rows reach their decoder rows)"),
+    Mutation("vision-cross-not-hoisted", "toolchain/export/seq2seq_vision.py", "    if not dims:\n", "    if True:\n",
+             ("tests/export/test_caption_export.py::test_the_encoder_projects_the_cross_attention_keys_and_values_once",),
+             "a captioner's decoder step reads the cross-attention K/V the encoder projected once, not the states"),
     # -- gates ---------------------------------------------------------------------------------------
     Mutation("gate-decoder-never-fails", "toolchain/variants/gate*.py",
              "need_agree, max_ratio = 1 - 4 * max_drop, 1 + max_drop",

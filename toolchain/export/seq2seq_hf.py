@@ -20,10 +20,12 @@ returns logits and the grown self-attention cache ``present.{i}.decoder.*``). Th
 No If node (optimum's merged decoder) is needed, and no step recomputes the cross-attention projections.
 
 Vision encoder-decoders (task ``image-to-text-with-past``: a ViT encoder, a GPT-2 decoder) come from optimum without
-a cross-attention cache: the decoder reads ``encoder_hidden_states`` on every step. Their **encoder** is optimum's
-(``pixel_values`` -> ``last_hidden_state``, the pixel dims fixed to the config's channels x image size), and the
-decoder's ``encoder_hidden_states`` input is renamed ``last_hidden_state``: a non-state encoder output fed to every
-step unchanged, as the contract says; the self-attention cache ``past_key_values.{i}.*`` is the state ``past.{i}.*``.
+a cross-attention cache: the decoder step reads ``encoder_hidden_states`` (renamed ``last_hidden_state``) and
+projects it again on every step. Their **encoder** is optimum's (``pixel_values`` -> ``last_hidden_state``, the pixel
+dims fixed to the config's channels x image size); the self-attention cache ``past_key_values.{i}.*`` is the state
+``past.{i}.*``. Then export/seq2seq_vision.py moves what the step computes from the states alone (the cross K/V
+projections split to heads, GPT-2's cross mask) into the encoder: its outputs become ``cross.{n}`` (batch first),
+non-state outputs fed to every step unchanged, so here too no step recomputes the projections.
 No encoder_attention_mask: an image has no padding.
 Both graphs then have their attention fused (export/seq2seq_fuse.py: one MultiHeadAttention node per block, the
 decoder's all-zero causal mask dropped), kept only when the fused graph computes what the unfused one does.
@@ -38,7 +40,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from toolchain.export import seq2seq_fuse
+from toolchain.export import seq2seq_fuse, seq2seq_vision
+from toolchain.export.graph_cut import ancestors, merge_opsets, node_reads, rename
 from toolchain.export.source import import_optional
 from toolchain.runtime import seq2seq_io as io
 from toolchain.runtime.checks import first_line
@@ -83,6 +86,9 @@ def export_hf_seq2seq(model_dir: Path, into: Path, opset: int | None = None,
     crossed = any(".encoder." in o.name for o in first.graph.output)  # a cross-attention cache (text models)
     graphs = {io.ENCODER: encoder_graph(encoder, first, name) if crossed else vision_encoder_graph(encoder, config, name),
               io.DECODER: decoder_graph(step, name)}
+    if not crossed:  # vision: the step's projections of the encoder's states move into the encoder
+        hoisted = seq2seq_vision.hoist_cross(graphs[io.ENCODER], graphs[io.DECODER])
+        log.info("%s: %d values of the encoder's states computed once in the encoder", name, len(hoisted))
     for component, graph in graphs.items():
         if fuse:
             graph, note = seq2seq_fuse.fuse_checked(graph, cached=component == io.DECODER)
@@ -157,7 +163,7 @@ def encoder_graph(encoder: Any, first: Any, name: str) -> Any:
         node.name = _PREFIX + node.name
     for init in initializers:
         mapping[init.name] = init.name = _PREFIX + init.name
-    _rename(nodes, mapping)
+    rename(nodes, mapping)
     graph.node.extend([*first_ids, *nodes])
     graph.initializer.extend(slice_args + initializers)
     outputs = [o for o in first.graph.output if o.name in wanted]
@@ -165,7 +171,7 @@ def encoder_graph(encoder: Any, first: Any, name: str) -> Any:
         out.name = wanted[out.name]
     del graph.output[:]
     graph.output.extend(outputs)
-    _merge_opsets(encoder, first)
+    merge_opsets(encoder, first)
     _rename_axes(graph)
     return encoder
 
@@ -207,7 +213,7 @@ def decoder_graph(step: Any, name: str) -> Any:
                           "cache layout is not supported.")
     for value in graph.input:
         value.name = mapping.get(value.name, value.name)
-    _rename(graph.node, mapping)
+    rename(graph.node, mapping)
     outputs = {o.name for o in graph.output}
     lacking = [p for p in mapping.values() if p.startswith(io.PAST) and io.present_name(p) not in outputs]
     if lacking or io.LOGITS not in outputs:
@@ -226,9 +232,9 @@ def _cross_nodes(graph: Any, wanted: set[str]) -> tuple[list, list, set[str]]:
     step. When some Shape is read otherwise, every ancestor is copied (the first step's input_ids then read)."""
     stream = {"input_ids"}  # the values computed from input_ids' values (a Shape of one is not)
     for node in graph.node:
-        if node.op_type not in ("Shape", "Size") and stream.intersection(_node_reads(node)):
+        if node.op_type not in ("Shape", "Size") and stream.intersection(node_reads(node)):
             stream.update(node.output)
-    nodes, initializers, reads = _ancestors(graph, wanted, lambda n: n.op_type == "Shape" and n.input[0] in stream)
+    nodes, initializers, reads = ancestors(graph, wanted, lambda n: n.op_type == "Shape" and n.input[0] in stream)
     consts = {init.name for init in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     values = {**{i.name: i for i in graph.initializer}, **{n.output[0]: n.attribute[0].t for n in graph.node
                                                            if n.op_type == "Constant" and n.attribute}}
@@ -242,7 +248,7 @@ def _cross_nodes(graph: Any, wanted: set[str]) -> tuple[list, list, set[str]]:
     cuts = [n for n in nodes if n.op_type == "Shape" and n.input[0] in stream]
     readers = [n for n in nodes if any(c.output[0] in n.input for c in cuts)]
     if any(a.name == "start" and a.i != 0 for c in cuts for a in c.attribute) or not all(map(batch_gather, readers)):
-        return _ancestors(graph, wanted)
+        return ancestors(graph, wanted)
     for cut in cuts:
         cut.input[0] = "encoder_hidden_states"
     return nodes, initializers, reads | ({"encoder_hidden_states"} if cuts else set())
@@ -254,62 +260,12 @@ def _cross_name(present: str) -> str:
     return f"{CROSS}{layer}.{kind}"
 
 
-def _node_reads(node: Any) -> list[str]:
-    """The names NODE reads, including those its subgraphs (If/Loop bodies) read from the outer scope."""
-    names = [x for x in node.input if x]
-    for attr in node.attribute:
-        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            for inner in sub.node:
-                names.extend(_node_reads(inner))
-    return names
-
-
-def _ancestors(graph: Any, outputs: set[str], stop=lambda node: False) -> tuple[list, list, set[str]]:
-    """Copies of the nodes and initializers that OUTPUTS depend on (in graph order), and the graph inputs read;
-    a node for which STOP is true is copied without what it reads (the caller rewires it)."""
-    producer = {out: node for node in graph.node for out in node.output}
-    initializers = {init.name: init for init in graph.initializer}
-    inputs = {v.name for v in graph.input}
-    seen, needed_nodes, reads, stack = set(), set(), set(), list(outputs)
-    while stack:
-        value = stack.pop()
-        if value in seen:
-            continue
-        seen.add(value)
-        if value in inputs:
-            reads.add(value)
-        elif value in producer:
-            needed_nodes.add(id(producer[value]))
-            if not stop(producer[value]):
-                stack.extend(_node_reads(producer[value]))
-
-    def copy(proto):
-        out = type(proto)()
-        out.CopyFrom(proto)
-        return out
-
-    nodes = [copy(n) for n in graph.node if id(n) in needed_nodes]
-    return nodes, [copy(initializers[v]) for v in sorted(seen) if v in initializers], reads
-
-
-def _rename(nodes: Any, mapping: dict[str, str]) -> None:
-    """Rename the values NODES read and write (and their subgraphs' outer-scope reads) by MAPPING."""
-    for node in nodes:
-        for i, value in enumerate(node.input):
-            node.input[i] = mapping.get(value, value)
-        for i, value in enumerate(node.output):
-            node.output[i] = mapping.get(value, value)
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                _rename(sub.node, mapping)
-
-
 def _last_step_logits(graph: Any) -> None:
     """``logits`` (batch, 1, vocab) -> (batch, vocab): the producer writes ``logits/step``, a Gather (index 0 on
     axis 1, any opset) writes ``logits``."""
     onnx = import_optional("onnx")
     inner = "logits/step"
-    _rename(graph.node, {io.LOGITS: inner})
+    rename(graph.node, {io.LOGITS: inner})
     index = onnx.helper.make_tensor("logits/index", onnx.TensorProto.INT64, [], [0])
     graph.initializer.append(index)
     graph.node.append(onnx.helper.make_node("Gather", [inner, index.name], [io.LOGITS], axis=1, name="logits/last"))
@@ -328,17 +284,6 @@ def _rename_axes(graph: Any) -> None:
                     dim.dim_value = new
                 else:
                     dim.dim_param = new
-
-
-def _merge_opsets(into: Any, other: Any) -> None:
-    """Import in INTO every opset domain OTHER uses (the highest version of each)."""
-    versions = {o.domain: o.version for o in into.opset_import}
-    for o in other.opset_import:
-        if o.version > versions.get(o.domain, -1):
-            versions[o.domain] = o.version
-    del into.opset_import[:]
-    onnx = import_optional("onnx")
-    into.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in versions.items())
 
 
 def _save(model: Any, path: Path, name: str) -> None:
