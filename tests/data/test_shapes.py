@@ -61,6 +61,32 @@ def test_captions_and_labels_say_what_is_drawn():
         assert s.caption.endswith(f"{s.relation} {s.items[1].words()}")
 
 
+def _caption_from_pixels_layout(scene) -> str:
+    """The caption worked out from what is drawn alone (sizes and centres), not from how the scene was drawn."""
+    items = sorted(scene.items, key=lambda i: -i.radius)
+    if len(items) == 1:
+        return items[0].words()
+    (big, small) = items
+    dx, dy = big.x - small.x, big.y - small.y
+    relation = ("left of" if dx < 0 else "right of") if abs(dx) > abs(dy) else ("above" if dy < 0 else "below")
+    return f"{big.words()} {relation} {small.words()}"
+
+
+def test_the_caption_is_a_function_of_the_picture():
+    # The larger shape comes first and the relation is the larger's place next to the smaller: one caption
+    # per picture, so a captioner is never asked to guess a coin toss.
+    examples = shapes.generate(3, {"train": 200, "dev": 1, "test": 1})["train"]
+    two = [e.scene for e in examples if len(e.scene.items) == 2]
+    assert len(two) > 100
+    for s in two:
+        assert s.items[0].radius > s.items[1].radius and s.caption == _caption_from_pixels_layout(s)
+    # either order typed in draws a picture whose caption is the canonical one
+    for typed in ("a small red circle above a large blue square", "a large blue square below a small red circle"):
+        scene = shapes.scene_from_caption(typed)
+        assert scene.caption == "a large blue square below a small red circle"
+        assert scene.caption == _caption_from_pixels_layout(scene)
+
+
 def test_render_draws_the_shape_in_its_colour():
     scene = shapes.scene_from_caption("a large blue square")
     pixels = np.asarray(shapes.render(scene), dtype=np.int64)

@@ -2,7 +2,7 @@
 one-step decoder graph behind ``caption()``.
 
     cap = load("dist/captioner-shapes")
-    cap.caption("scene.png")                       # -> "a small red circle above a large blue square"
+    cap.caption("scene.png")                       # -> "a large blue square below a small red circle"
     cap.caption([png_bytes, pil_image, hwc_uint8])  # -> [str, str, str]
 
 The two graphs keep the encoder-decoder contract of runtime/seq2seq_io.py with ``pixel_values`` as the encoder's

@@ -23,8 +23,8 @@ MAX_BEAMS = 8
 
 
 def build(ctx: Ctx, arts: list[Artifact]) -> None:
-    gr.Markdown("Upload an image; the model writes a caption (the shapes captioner: \"a small red circle above a "
-                "large blue square\").")
+    gr.Markdown("Upload an image; the model writes a caption (the shapes captioner: \"a large blue square below a "
+                "small red circle\").")
     with gr.Row():
         artifact = artifact_picker(arts, "caption")
         variant = variant_picker(ctx, arts[0], "caption-variant")
