@@ -58,6 +58,19 @@ def rename(nodes: Any, mapping: dict[str, str]) -> None:
                 rename(sub.node, mapping)
 
 
+def move_under(prefix: str, nodes: Any, initializers: Any, mapping: dict[str, str], named: dict[str, str]) -> None:
+    """Make copied NODES and INITIALIZERS fit into another graph: everything they write and hold is renamed under
+    PREFIX (so nothing collides with that graph's own names), except the outputs NAMED gives names to; MAPPING
+    (updated) says what their reads are called there."""
+    for node in nodes:
+        for out in node.output:
+            mapping.setdefault(out, named.get(out, prefix + out))
+        node.name = prefix + node.name
+    for init in initializers:
+        mapping[init.name] = init.name = prefix + init.name
+    rename(nodes, mapping)
+
+
 def merge_opsets(into: Any, other: Any) -> None:
     """Import in INTO every opset domain OTHER uses (the highest version of each)."""
     versions = {o.domain: o.version for o in into.opset_import}

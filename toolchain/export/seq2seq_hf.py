@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.export import seq2seq_fuse, seq2seq_vision
-from toolchain.export.graph_cut import ancestors, merge_opsets, node_reads, rename
+from toolchain.export.graph_cut import ancestors, merge_opsets, move_under, node_reads, rename
 from toolchain.export.source import import_optional
 from toolchain.runtime import seq2seq_io as io
 from toolchain.runtime.checks import first_line
@@ -157,13 +157,7 @@ def encoder_graph(encoder: Any, first: Any, name: str) -> Any:
                                        [_PREFIX + "input_ids"], name=_PREFIX + "first_ids")] if slice_args else []
     mapping = {"encoder_hidden_states": "last_hidden_state", "input_ids": _PREFIX + "input_ids",
                "encoder_attention_mask": io.SOURCE_MASK}
-    for node in nodes:
-        for out in node.output:
-            mapping.setdefault(out, wanted.get(out, _PREFIX + out))
-        node.name = _PREFIX + node.name
-    for init in initializers:
-        mapping[init.name] = init.name = _PREFIX + init.name
-    rename(nodes, mapping)
+    move_under(_PREFIX, nodes, initializers, mapping, wanted)
     graph.node.extend([*first_ids, *nodes])
     graph.initializer.extend(slice_args + initializers)
     outputs = [o for o in first.graph.output if o.name in wanted]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from toolchain.export.graph_cut import ancestors, merge_opsets, node_reads, rename
+from toolchain.export.graph_cut import ancestors, merge_opsets, move_under, node_reads, rename
 from toolchain.export.graph_probes import Runner, random_feeds
 from toolchain.export.source import import_optional
 from toolchain.runtime import seq2seq_io as io
@@ -135,14 +135,7 @@ def _value_info(name: str, typed: tuple[int, list]) -> Any:
 def _into_encoder(encoder: Any, decoder: Any, names: dict[str, str], dims: dict[str, tuple]) -> None:
     """Copies of the ancestors of NAMES' values in DECODER appended to ENCODER, which outputs them as NAMES say."""
     nodes, initializers, _ = ancestors(decoder.graph, set(names))
-    mapping = {HIDDEN: HIDDEN}
-    for node in nodes:
-        for out in node.output:
-            mapping.setdefault(out, names.get(out, PREFIX + out))
-        node.name = PREFIX + node.name
-    for init in initializers:
-        mapping[init.name] = init.name = PREFIX + init.name
-    rename(nodes, mapping)
+    move_under(PREFIX, nodes, initializers, {HIDDEN: HIDDEN}, names)
     graph = encoder.graph
     graph.node.extend(nodes)
     graph.initializer.extend(initializers)
