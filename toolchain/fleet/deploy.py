@@ -28,15 +28,21 @@ from toolchain.runtime.errors import ToolchainError
 APP_NAME = "toolchain"
 
 
+try:  # optional: installed with Ray Serve's dependencies here, but not required by the project
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
+
 def _json(body: dict[str, Any]) -> Response:
     """BODY as a JSON response, serialized once. A returned dict would go through FastAPI's jsonable_encoder
     first, which walks every float of every embedding: 1.0 ms per 384-d vector against 0.45 ms for json.dumps
     alone and 0.02 ms for orjson (measured here), on the gateway that every request passes."""
-    try:
-        import orjson
-    except ImportError:
+    if orjson is None:
         return JSONResponse(body)
     return Response(orjson.dumps(body), media_type="application/json")
+
+
 _END = object()  # the end of a streamed generation
 
 
@@ -165,9 +171,11 @@ class Gateway:
                                     "application/json.") from None
 
     async def _guard(self, work) -> Any:
-        """Run a route; refusals become OpenAI-shaped JSON errors of one sentence, never a traceback."""
+        """Run a route; a dict answer is serialized once (_json), refusals become OpenAI-shaped JSON errors of
+        one sentence, never a traceback."""
         try:
-            return await work()
+            out = await work()
+            return _json(out) if isinstance(out, dict) else out
         except api.ApiError as exc:
             return JSONResponse(api.error_body(exc), status_code=exc.status)
         except Exception as exc:  # noqa: BLE001  the client gets one sentence; the replica's log has the rest
@@ -196,21 +204,21 @@ class Gateway:
         async def work():
             req = api.parse_embeddings(await self._body(request), self.tasks, self.limits)
             vectors = self._checked(await self.servers[req.model].encode.remote(req.input))
-            return _json(api.embeddings_response(req, vectors))
+            return api.embeddings_response(req, vectors)
         return await self._guard(work)
 
     @app.post("/v1/classify")
     async def classify(self, request: Request):
         async def work():
             req = api.parse_texts(await self._body(request), self.tasks, self.limits, "/v1/classify")
-            return _json(api.classify_response(req, self._checked(await self.servers[req.model].encode.remote(req.input))))
+            return api.classify_response(req, self._checked(await self.servers[req.model].encode.remote(req.input)))
         return await self._guard(work)
 
     @app.post("/v1/classify_image")
     async def classify_image(self, request: Request):
         async def work():
             req = api.parse_classify_image(await self._body(request), self.tasks, self.limits)
-            return _json(api.classify_response(req, self._checked(await self.servers[req.model].encode.remote(req.images))))
+            return api.classify_response(req, self._checked(await self.servers[req.model].encode.remote(req.images)))
         return await self._guard(work)
 
     @app.post("/v1/translate")
@@ -218,7 +226,7 @@ class Gateway:
         async def work():
             req = api.parse_texts(await self._body(request), self.tasks, self.limits, "/v1/translate")
             out = await self.servers[req.model].translate.remote(req.input, req.max_tokens, req.beam_size)
-            return _json(api.translate_response(req, self._checked(out)))
+            return api.translate_response(req, self._checked(out))
         return await self._guard(work)
 
     @app.post("/v1/caption")
@@ -226,7 +234,7 @@ class Gateway:
         async def work():
             req = api.parse_caption(await self._body(request), self.tasks, self.limits)
             out = await self.servers[req.model].caption.remote(req.images, req.max_tokens, req.beam_size)
-            return _json(api.caption_response(req, self._checked(out)))
+            return api.caption_response(req, self._checked(out))
         return await self._guard(work)
 
     @app.post("/v1/completions")
@@ -236,7 +244,7 @@ class Gateway:
             server = self.servers[req.model]
             if not req.stream:
                 done = self._checked(await server.complete.remote(req.prompt, req.options()))
-                return _json(api.completion_response(req, done["text"], done["usage"]))
+                return api.completion_response(req, done["text"], done["usage"])
             pieces = server.options(stream=True).stream.remote(req.prompt, req.options())
             first = await pieces.__anext__()  # a refusal (a bad option) is still a 4xx, before any event is sent
             return StreamingResponse(self._events(req, first, pieces), media_type="text/event-stream")
