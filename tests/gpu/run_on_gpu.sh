@@ -2,7 +2,7 @@
 # The CUDA provider's checks on a machine with an NVIDIA GPU (see tests/gpu/test_gpu.py and bench_gpu.py).
 #
 #   tests/gpu/run_on_gpu.sh [--wheel FILE | --parts DIR] [--wheelhouse DIR] [--python PY] [--venv DIR]
-#                           [--work DIR] [--out DIR] [--skip-tests] [--skip-bench] [--dry-run]
+#                           [--work DIR] [--out DIR] [--offline] [--skip-tests] [--skip-bench] [--dry-run]
 #
 # 1. Python: --venv DIR (made with --system-site-packages, so a CUDA torch already there is reused); else PY's
 #    own environment when PY runs in a virtual environment already; else a venv in WORK/venv; where a venv
@@ -13,7 +13,10 @@
 #    `split -b 60M -d FILE FILE.part && sha256sum FILE > FILE.sha256`); every wheel joined is offered to pip.
 #    The CPU-only `onnxruntime` is never installed and is uninstalled when present: it shadows onnxruntime-gpu.
 # 3. The project's other dependencies (pyproject: runtime + export, and pytest), only those missing; offline
-#    from --wheelhouse DIR (pip --no-index --find-links DIR) when given.
+#    from --wheelhouse DIR (pip --no-index --find-links DIR) when given. --offline (a GPU box with no index):
+#    pip never reaches an index, every wheel in --wheelhouse is installed as it is (pinned versions that
+#    replace the box's own), and a requirement still unmet is reported, not fatal: the tests then use the
+#    artifacts already built in WORK (build them where the exporters are installed and bring WORK along).
 # 4. pytest -m gpu tests/gpu, then the GPU bench (MiniLM 32x128 fp16 vs PyTorch CUDA fp16 eager; the tiny
 #    decoder's tokens/s vs transformers' generate() on CUDA), then a markdown summary in
 #    OUT/gpu-summary.md (OUT: --out, else $OUT, else .), with the bench JSON and the pytest log beside it.
@@ -29,7 +32,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 say() { echo "[run_on_gpu] $*" >&2; }
 die() { echo "run_on_gpu: $1" >&2; exit "${2:-2}"; }
 
-usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # -- split wheels ------------------------------------------------------------------------------------------
 expected_sha256() {  # DIR NAME: the sha256 recorded for NAME in DIR/NAME.sha256, DIR/SHA256SUMS or DIR/*.sha256
@@ -105,6 +108,7 @@ choose_python() {  # sets PY and PIP_USER_FLAG; creates the venv unless DRY_RUN
 index_flags() {  # sets IDX: pip's index options (offline with --wheelhouse; joined parts are found too)
   IDX=()
   [[ -z "$WHEELHOUSE" ]] || IDX+=(--no-index --find-links "$WHEELHOUSE")
+  [[ ${OFFLINE:-0} == 0 || -n "$WHEELHOUSE" ]] || IDX+=(--no-index)
   [[ ! -d "$WORK/wheels" ]] || IDX+=(--find-links "$WORK/wheels")
 }
 
@@ -133,9 +137,43 @@ project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 reqs = project["dependencies"] + project["optional-dependencies"]["export"] + ["pytest>=8"]
 print("\n".join(r for r in reqs if not r.lower().startswith("onnxruntime")))
 EOF
+  if [[ ${OFFLINE:-0} == 1 ]]; then
+    install_offline "$req"
+    return
+  fi
   say "installing the missing dependencies of the toolchain (pyproject: runtime, export, pytest)"
   pip_ install -q "${PIP_USER_FLAG[@]}" -c "$constraints" "${IDX[@]}" -r "$req" \
     || die "pip could not install the toolchain's dependencies ($req); pass --wheelhouse DIR holding their wheels."
+}
+
+install_offline() {  # REQ: the wheelhouse's wheels as they are (never onnxruntime), then say what stays unmet
+  local w
+  local -a wheels=()
+  for w in ${WHEELHOUSE:+"$WHEELHOUSE"/*.whl}; do
+    [[ -f "$w" && "$(basename "$w")" != onnxruntime-[0-9]* ]] && wheels+=("$w")
+  done
+  if [[ ${#wheels[@]} -gt 0 ]]; then
+    say "offline: installing ${#wheels[@]} wheel(s) from $WHEELHOUSE as they are"
+    pip_ install -q "${PIP_USER_FLAG[@]}" --no-index --no-deps "${wheels[@]}" \
+      || die "pip could not install the wheels in $WHEELHOUSE (see above)."
+  fi
+  "$PY" - "$1" >&2 <<'EOF'
+import importlib.metadata as md, sys
+try:
+    from packaging.requirements import Requirement
+except ImportError:  # a bare venv: pip's own copy
+    from pip._vendor.packaging.requirements import Requirement
+unmet = []
+for line in filter(None, map(str.strip, open(sys.argv[1]).read().splitlines())):
+    r = Requirement(line)
+    try:
+        if not r.specifier.contains(md.version(r.name), prereleases=True):
+            unmet.append(f"{r} ({md.version(r.name)} installed)")
+    except md.PackageNotFoundError:
+        unmet.append(f"{r} (missing)")
+print("[run_on_gpu] offline: " + ("every requirement is met" if not unmet else
+      "not met (tests use the artifacts already in WORK): " + "; ".join(unmet)))
+EOF
 }
 
 nvidia_library_path() {  # the lib folders of pip's nvidia-* packages (CUDA, cuBLAS, cuDNN) for ONNX Runtime
@@ -161,7 +199,7 @@ if "CUDAExecutionProvider" not in ort.get_available_providers():
     sys.exit(f"onnxruntime {ort.__version__} at {ort.__file__} has no CUDA provider; install onnxruntime-gpu.")
 if not ort.__version__.startswith(want):
     print(f"[run_on_gpu] note: onnxruntime-gpu {ort.__version__} in use, not {want}", file=sys.stderr)
-from toolchain.cuda_bench import cuda_unusable
+from toolchain.bench.cuda import cuda_unusable
 reason = cuda_unusable()
 if reason:
     sys.exit(f"ONNX Runtime cannot use CUDA here: {reason}.")
@@ -172,6 +210,7 @@ EOF
 # -- main ---------------------------------------------------------------------------------------------------
 main() {
   WHEEL="" PARTS="" WHEELHOUSE="" PYTHON=python3 VENV="" WORK="" OUT_DIR="" DRY_RUN=0 SKIP_TESTS=0 SKIP_BENCH=0
+  OFFLINE=0
   PLAN=()
   while [[ $# -gt 0 ]]; do
     case $1 in
@@ -182,6 +221,7 @@ main() {
       --venv) VENV=${2:?--venv needs a directory}; shift 2 ;;
       --work) WORK=${2:?--work needs a directory}; shift 2 ;;
       --out) OUT_DIR=${2:?--out needs a directory}; shift 2 ;;
+      --offline) OFFLINE=1; shift ;;
       --skip-tests) SKIP_TESTS=1; shift ;;
       --skip-bench) SKIP_BENCH=1; shift ;;
       --dry-run) DRY_RUN=1; shift ;;
@@ -219,7 +259,11 @@ main() {
   else
     PLAN+=("install onnxruntime-gpu==$ORT_VERSION.* from ${WHEELHOUSE:-the package index} unless installed")
   fi
-  PLAN+=("install the toolchain's missing dependencies from ${WHEELHOUSE:-the package index} (never onnxruntime)")
+  if [[ $OFFLINE == 1 ]]; then
+    PLAN+=("offline: install the wheels in ${WHEELHOUSE:-(no wheelhouse)} as they are, report unmet requirements")
+  else
+    PLAN+=("install the toolchain's missing dependencies from ${WHEELHOUSE:-the package index} (never onnxruntime)")
+  fi
   [[ $SKIP_TESTS == 1 ]] || PLAN+=("run: pytest -m gpu tests/gpu")
   [[ $SKIP_BENCH == 1 ]] || PLAN+=("run: python tests/gpu/bench_gpu.py bench --work $WORK")
   PLAN+=("write $OUT_DIR/gpu-summary.md")

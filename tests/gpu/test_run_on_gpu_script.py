@@ -195,3 +195,37 @@ def test_summary_markdown(tmp_path):
     assert "| pytorch-fp16 | fp16 | 1 | 1000 | 1.00 | 3.0 |" in text
     assert "fp32 900/s" in text and "minilm fp32: heavy CPU fallback False" in text
     assert "## Environment" in text
+
+
+def test_offline_installs_the_wheelhouse_as_it_is_and_reports_what_is_unmet(tmp_path):
+    """--offline (a GPU box with no package index): every wheel in the wheelhouse replaces the box's own version,
+    even a newer one; an unmet requirement is reported in one line, not fatal; pip never reaches an index."""
+    house, root, venv = tmp_path / "house", tmp_path / "root", tmp_path / "venv"
+    house.mkdir()
+    root.mkdir()
+    newer = _wheel(tmp_path, "pinned-dep", "pinned_dep", "5.0")
+    _wheel(house, "pinned-dep", "pinned_dep", "4.5")
+    (root / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "0"\n'
+                                         'dependencies = ["onnxruntime-gpu>=1.18", "pinned-dep<4.6"]\n'
+                                         '[project.optional-dependencies]\nexport = ["not-on-this-box>=1"]\n')
+    py = venv / "bin" / "python"
+    if subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True).returncode != 0:
+        pytest.skip("python -m venv with pip does not work here")
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-index", str(newer),
+                    *(str(w) for w in Path(sys.prefix).glob("nothing"))], check=True)
+    script = f'''source "{SCRIPT}"
+ROOT="$1" WORK="$2" PY="$3" WHEELHOUSE="$4" WHEEL="" PIP_USER_FLAG=() ORT_VERSION=1.31 OFFLINE=1
+mkdir -p "$WORK"
+pip_() {{ echo "pip $*" >>"$WORK/pip.log"; "$PY" -m pip --disable-pip-version-check "$@"; }}
+pip_ show onnxruntime-gpu >/dev/null 2>&1 || pip_ install -q --no-index "$5"
+install_packages'''
+    gpu = _wheel(tmp_path, "onnxruntime-gpu", "onnxruntime", "1.31.1")
+    r = sh(script, str(root), str(tmp_path / "work"), str(py), str(house), str(gpu))
+    assert r.returncode == 0, r.stderr
+    assert "offline: installing 1 wheel(s)" in r.stderr
+    assert "not met (tests use the artifacts already in WORK): not-on-this-box>=1 (missing)" in r.stderr
+    assert "pinned-dep" not in r.stderr.split("not met")[-1]
+    for line in (tmp_path / "work" / "pip.log").read_text().splitlines():
+        assert " install" not in line or "--no-index" in line, line
+    listed = subprocess.run([str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True).stdout
+    assert {p["name"].lower(): p["version"] for p in json.loads(listed)}["pinned-dep"] == "4.5"
