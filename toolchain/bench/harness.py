@@ -8,13 +8,17 @@ engine's allocations do not slow the next. Nothing here imports torch or another
 from __future__ import annotations
 
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from toolchain.runtime.errors import ToolchainError
 
 WARMUP = 3
 
@@ -28,8 +32,17 @@ def in_child(fn: Callable[[dict[str, Any]], dict[str, Any]], job: dict[str, Any]
     """Run FN(JOB) in a freshly spawned process and return its result (FN must be a module-level function)."""
     import multiprocessing
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, job).result()
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main and not os.path.isfile(main):  # spawn re-imports __main__ from its file: `python -` has none
+        raise ToolchainError(f"the bench runs each engine in a spawned process, which cannot re-import a main "
+                             f"program read from {main}; save the script to a file or use `toolchain bench`.")
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(fn, job).result()
+    except BrokenProcessPool as exc:
+        raise ToolchainError("a bench child process died before it answered (killed, out of memory, or a script "
+                             "that calls the bench outside `if __name__ == '__main__':`, which every spawned "
+                             "child then runs again); guard the call, or use `toolchain bench`.") from exc
 
 
 def peak_rss_mb() -> float:
