@@ -27,14 +27,14 @@ DECODER_BATCHES = (1, 8)
 
 
 def run_bench(work: Path, runs: int) -> None:
-    from gpu.artifacts import decoder, minilm, with_fp16
+    from gpu.artifacts import FUSED, decoder, minilm, with_fp16, with_fused_fp16
     from toolchain.bench.core import bench, format_table
     from toolchain.runtime import load
 
     out = work / "bench"
     out.mkdir(parents=True, exist_ok=True)
     say = lambda m: print(f"[bench_gpu] {m}", file=sys.stderr, flush=True)  # noqa: E731
-    enc = with_fp16(minilm(work))
+    enc = with_fused_fp16(with_fp16(minilm(work)))
     _, dec = decoder(work)
     dec = with_fp16(dec)
     results = {}
@@ -44,7 +44,7 @@ def run_bench(work: Path, runs: int) -> None:
                        chart_path=out / f"{name}-cuda.png", progress=say, **kwargs)
         print(format_table(report), flush=True)
         placement = {}
-        for variant in ("fp32", "fp16"):
+        for variant in ("fp32", "fp16", FUSED) if name == "minilm" else ("fp32", "fp16"):
             info = load(art, variant=variant, provider="cuda").info()
             placement[variant] = {k: info[k] for k in ("provider", "providers", "cpu_fallback_nodes",
                                                          "heavy_cpu_fallback", "placement")}

@@ -61,9 +61,9 @@ def gpu_work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def gpu_minilm(gpu_work) -> Path:
-    from .artifacts import minilm, with_fp16
+    from .artifacts import minilm, with_fp16, with_fused_fp16
 
-    return with_fp16(minilm(gpu_work))
+    return with_fused_fp16(with_fp16(minilm(gpu_work)))
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,14 @@ def test_minilm_fp16_close_to_fp32_and_pytorch_fp16(gpu_minilm, torch_cuda):
     assert _cos(fp16, ref16).min() >= 0.999
 
 
+def test_minilm_fused_fp16_runs_on_cuda_and_stays_close(gpu_minilm):
+    """The fused candidate (Attention, SkipLayerNormalization... in fp16): every node on CUDA, close to fp32."""
+    fused = load(gpu_minilm, variant="fp16-fused", provider="cuda")
+    _placement_ok(fused.info())
+    fp32 = load(gpu_minilm, variant="fp32", provider="cuda", cuda=EXACT).embed(TEXTS)
+    assert _cos(fused.embed(TEXTS), fp32).min() >= 0.999
+
+
 def test_minilm_cpu_and_cuda_agree(gpu_minilm):
     cpu = load(gpu_minilm, variant="fp32", provider="cpu").embed(TEXTS)
     cuda = load(gpu_minilm, variant="fp32", provider="cuda", cuda=EXACT).embed(TEXTS)
