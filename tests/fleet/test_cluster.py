@@ -41,12 +41,10 @@ def two_nodes(tiny_artifact):
 
 
 def replicas(name: str, calls: int = 40) -> dict[int, str]:
-    """pid -> node id of the replicas that answered CALLS info() calls (Serve spreads calls over replicas)."""
-    from ray import serve
+    """pid -> node id of the replicas holding NAME that answered CALLS info() calls (Serve spreads them)."""
+    from toolchain.fleet.cluster import replica_infos
 
-    handle = serve.get_deployment_handle(f"model-{name}", app_name="toolchain")
-    infos = [r.result() for r in [handle.info.remote() for _ in range(calls)]]
-    return {i["pid"]: i["node"] for i in infos}
+    return {pid: info["node"] for pid, info in replica_infos(calls=calls).items() if name in info["models"]}
 
 
 def test_replicas_land_on_both_nodes(two_nodes):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -65,6 +66,28 @@ def test_http_load_counts_wrong_and_failed_answers():
     assert out["rps"] > 0 and out["p50_ms"] <= out["p99_ms"]
 
 
+class Recorder:
+    """A model stub: records the texts of each embed() call."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts):
+        self.calls.append(list(texts))
+        return np.zeros((len(texts), 3), np.float32)
+
+
+def test_replay_calls_the_runtime_with_the_batch_sizes_the_service_formed():
+    model, requests = Recorder(), loadbench.make_requests(7, 2)
+    out = loadbench.replay(model, requests, Counter({1: 3, 4: 2, 9: 1}), per_request=2)
+    assert sorted(len(c) for c in model.calls) == [1, 1, 1, 4, 4, 9]
+    texts = [t for r in requests for t in r]
+    sent = [t for c in model.calls for t in c]
+    assert sent == [texts[i % len(texts)] for i in range(20)]  # the requests' texts in turn, cycled
+    assert out["calls"] == 6 and out["mean_batch"] == pytest.approx(20 / 6, abs=0.01) and out["rps"] > 0
+    assert loadbench.replay(Recorder(), requests, Counter(), per_request=1)["rps"] == 0.0  # nothing formed
+
+
 def test_a_text_classifier_is_refused_in_one_sentence(tiny_artifact, capsys):
     assert loadbench.main([str(tiny_artifact("bert", "text-classification")), "--requests", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -77,10 +100,19 @@ def test_smoke_load_counts_no_wrong_answers(local_ray, tiny_artifact, capsys, en
     serve = ServeSettings(port=free_port(), cpus_per_replica=0.5)
     load = loadbench.LoadSettings(requests=50, clients=4, inputs_per_request=2, encoding=encoding, warmup=8)
     out = loadbench.run(art, serve, load)
-    assert out["serve"]["wrong"] == 0 and out["serve"]["failed"] == 0
-    assert out["serve"]["rps"] > 0 and 0 < out["serve"]["p50_ms"] <= out["serve"]["p99_ms"]
-    # CPU per request of the whole local service (Ray's processes are this one's descendants) above the runtime's
-    assert out["serve"]["cpu_ms_per_request"] > out["baseline"]["cpu_ms_per_request"] > 0
+    served = out["serve"]
+    assert served["wrong"] == 0 and served["failed"] == 0
+    assert served["rps"] > 0 and 0 < served["p50_ms"] <= served["p99_ms"]
+    # the service's processes (this one's descendants) and the clients (this process) apart: above the runtime's
+    assert served["server_cpu_ms_per_request"] > out["baseline"]["cpu_ms_per_request"] > 0
+    assert served["client_cpu_ms_per_request"] > 0
+    assert served["server_cpu_ms_per_request"] + served["client_cpu_ms_per_request"] == pytest.approx(
+        served["cpu_ms_per_request"], abs=0.02)
+    # the batch sizes the replica formed during the timed load: every text of every request, once (not the warmup's)
+    assert sum(size * n for size, n in out["batches"].items()) == 50 * 2
+    same = out["baseline_same_batches"]
+    assert same["calls"] == sum(out["batches"].values()) and same["rps"] > 0
+    assert out["ratio"] == pytest.approx(served["rps"] / same["rps"], abs=1e-3)  # rounded to 3 decimals
     base = (out["baseline"]["rps"] + out["baseline_after"]["rps"]) / 2
-    assert out["ratio"] == pytest.approx(out["serve"]["rps"] / base, abs=1e-3)  # rounded to 3 decimals
+    assert out["ratio_per_request"] == pytest.approx(served["rps"] / base, abs=1e-3)
     json.dumps(out)  # one JSON line

@@ -140,9 +140,21 @@ def _load(service, requests: int, clients: int) -> dict:
 
 
 def test_concurrent_requests_each_get_their_own_answer(service):
-    """Smoke size of the load test: concurrent requests are batched together and split back correctly."""
+    """Smoke size of the load test: concurrent requests are batched together and split back correctly, in the one
+    replica that answers HTTP and holds every model, which counts each text once in the batch sizes it formed."""
+    from toolchain.fleet.cluster import replica_infos
+
+    def texts_counted() -> tuple[set[int], int]:
+        infos = replica_infos(1)
+        embed = service["names"]["embed"]
+        return set(infos), sum(int(size) * n for info in infos.values() for size, n in info["models"][embed]["batches"].items())
+
+    pids, before = texts_counted()
     stats = _load(service, requests=100, clients=8)
     assert stats["wrong"] == 0
+    again, after = texts_counted()
+    assert again == pids and len(pids) == 1 and after - before == 100
+    assert set(replica_infos(1)[next(iter(pids))]["models"]) == set(service["names"].values())
 
 
 @pytest.mark.slow

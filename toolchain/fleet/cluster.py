@@ -89,6 +89,19 @@ def wait_healthy(url: str, timeout_s: float = 120.0) -> dict:
                          "see the Ray logs under /tmp/ray/session_latest/logs.")
 
 
+def replica_infos(expected: int = 1, calls: int | None = None) -> dict[int, dict]:
+    """pid -> info() of the running service's replicas (process, node, each model's batch sizes so far), from
+    CALLS concurrent calls through a deployment handle (default 20 per EXPECTED replica): Serve routes each call
+    to a replica of its choosing, so many calls reach them all."""
+    from ray import serve
+
+    from toolchain.fleet.deploy import APP_NAME, DEPLOYMENT
+
+    handle = serve.get_deployment_handle(DEPLOYMENT, app_name=APP_NAME)
+    answers = [handle.info.remote() for _ in range(calls or 20 * expected)]
+    return {info["pid"]: info for info in (a.result() for a in answers)}
+
+
 def stop_service() -> None:
     from ray import serve
 

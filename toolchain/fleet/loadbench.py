@@ -2,12 +2,13 @@
 
 Starts `toolchain serve` on DIR (an encoder) in a local Ray, sends REQUESTS embedding requests from CLIENTS
 threads (one httpx client, i.e. one keep-alive connection, per thread), checks every answer against the
-runtime's, takes the service down, and runs the in-process baseline: the runtime's embed() on the same
-requests with the same batch sizes (INPUTS_PER_REQUEST texts per call, one call at a time, on as many
-threads as the replicas have together). The baseline runs before and after the service, so a machine
-whose load changed in between shows as two different baselines. Prints one JSON line: requests/s, p50 and
-p99 latency, wrong and failed answers for both, and the ratio serve/baseline that the target is about
-(>= 0.8x, p99 <= 3x p50 at 32 clients).
+runtime's, reads the batch sizes the replicas formed (texts per runtime call), takes the service down, and
+runs the in-process baselines on as many threads as the replicas have together: the runtime's embed() on
+the same texts with the batch sizes the service formed (``ratio``, the target: >= 0.8x, p99 <= 3x p50 at
+32 clients), and one call per request (INPUTS_PER_REQUEST texts each, before and after the service, so a
+machine whose load changed in between shows as two different baselines; ``ratio_per_request``). CPU per
+request is split: the service's processes (Ray's, all descendants of this one) and this process (the
+clients, plus the Ray driver idling in it), since the clients share the machine's cores with the service.
 
 Why a separate process of clients and not a Ray-side generator: the client is what users run, an HTTP
 client over keep-alive connections; it shares this machine's cores with the service, which the JSON line
@@ -21,9 +22,11 @@ import base64
 import itertools
 import json
 import os
+import random
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -119,6 +122,32 @@ def baseline(model, requests: list[list[str]], total: int) -> dict[str, float]:
     return {**out, "cpu_ms_per_request": round((time.process_time() - cpu0) / total * 1000, 2)}
 
 
+def formed_batches(model_name: str, replicas: int) -> Counter[int]:
+    """Texts per runtime call -> calls, summed over the service's replicas so far (each counts its own)."""
+    from toolchain.fleet.cluster import replica_infos
+
+    total: Counter[int] = Counter()
+    for info in replica_infos(replicas).values():
+        total.update({int(k): v for k, v in info["models"][model_name]["batches"].items()})
+    return total
+
+
+def replay(model, requests: list[list[str]], batches: Counter[int], per_request: int) -> dict[str, Any]:
+    """The runtime in this process on BATCHES (texts per call -> calls, what the service formed), in a fixed
+    shuffled order, over the requests' texts (cycled): requests/s as texts/s divided by PER_REQUEST."""
+    sizes = sorted(batches.elements())
+    random.Random(0).shuffle(sizes)
+    texts = [t for r in requests for t in r]
+    t0, cpu0, at = time.perf_counter(), time.process_time(), 0
+    for size in sizes:
+        model.embed([texts[(at + j) % len(texts)] for j in range(size)])
+        at += size
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    n = at / per_request
+    return {"rps": round(n / wall, 1) if wall else 0.0, "calls": len(sizes),
+            "mean_batch": round(at / max(1, len(sizes)), 2), "cpu_ms_per_request": round(cpu / max(n, 1) * 1000, 2)}
+
+
 def decode(item: dict[str, Any]) -> np.ndarray:
     emb = item["embedding"]
     return np.frombuffer(base64.b64decode(emb), dtype="<f4") if isinstance(emb, str) else np.asarray(emb, np.float32)
@@ -185,23 +214,41 @@ def run(artifact: str | Path, serve: ServeSettings, load: LoadSettings, address:
     try:
         if load.warmup:
             http_load(url, name, requests, want, replace(load, clients=min(load.clients, load.warmup)), load.warmup)
+        formed0 = formed_batches(name, serve.replicas)
         progress(f"load: {load.requests} requests from {load.clients} clients at {url}")
-        cpu0 = tree_cpu_s() if address is None else None  # a cluster's processes are not ours to read
-        served = http_load(url, name, requests, want, load, load.requests)
-        if cpu0 is not None:  # the clients' share included: they are this process
-            served["cpu_ms_per_request"] = round((tree_cpu_s() - cpu0) / load.requests * 1000, 2)
+        served = timed_load(url, name, requests, want, load, local=address is None)
+        batches = formed_batches(name, serve.replicas) - formed0
     finally:
         stop_service()
-    progress("baseline again")
+    progress("baseline again, then the service's batch sizes in-process")
     after = baseline(model, requests, load.requests)
-    base_rps = (before["rps"] + after["rps"]) / 2
+    same = replay(model, requests, batches, load.inputs_per_request)
+    per_request_rps = (before["rps"] + after["rps"]) / 2
     return {"artifact": name, "variant": model.info().get("variant"), **asdict(load),
-            "replicas": serve.replicas, "cpus_per_replica": serve.cpus_per_replica, "gateways": serve.gateways,
+            "replicas": serve.replicas, "cpus_per_replica": serve.cpus_per_replica,
             "max_batch_size": serve.max_batch_size, "batch_wait_ms": serve.batch_wait_s * 1000,
             "baseline_threads": threads, "haproxy": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1",
-            "serve": served, "baseline": before, "baseline_after": after,
-            "ratio": round(served["rps"] / base_rps, 3), "p99_over_p50": round(served["p99_ms"] / served["p50_ms"], 2),
+            "serve": served, "batches": dict(sorted(batches.items())), "baseline_same_batches": same,
+            "baseline": before, "baseline_after": after,
+            "ratio": round(served["rps"] / same["rps"], 3) if same["rps"] else None,
+            "ratio_per_request": round(served["rps"] / per_request_rps, 3),
+            "p99_over_p50": round(served["p99_ms"] / served["p50_ms"], 2),
             "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
+def timed_load(url: str, name: str, requests: list[list[str]], want: list[np.ndarray], load: LoadSettings,
+               local: bool) -> dict[str, Any]:
+    """http_load's figures plus CPU ms per request: this process (the clients), and when the service is LOCAL
+    (its processes are this one's descendants; a cluster's are not ours to read) the service and both together."""
+    tree0, own0 = tree_cpu_s() if local else None, time.process_time()
+    served = http_load(url, name, requests, want, load, load.requests)
+    own = time.process_time() - own0
+    per = lambda seconds: round(seconds / load.requests * 1000, 2)  # noqa: E731
+    served["client_cpu_ms_per_request"] = per(own)
+    if tree0 is not None:
+        tree = tree_cpu_s() - tree0
+        served["cpu_ms_per_request"], served["server_cpu_ms_per_request"] = per(tree), per(tree - own)
+    return served
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -215,7 +262,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--baseline-threads", type=int, default=None)
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--cpus-per-replica", type=float, default=1.0)
-    p.add_argument("--gateways", type=int, default=1)
     p.add_argument("--max-batch-size", type=int, default=ServeSettings.max_batch_size)
     p.add_argument("--batch-wait-ms", type=float, default=ServeSettings.batch_wait_s * 1000)
     p.add_argument("--variant", default="auto")
@@ -230,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
         limits = Limits(max_inputs=max(Limits.max_inputs, args.inputs_per_request))
-        serve = ServeSettings(replicas=args.replicas, gateways=args.gateways, port=args.port, variant=args.variant,
+        serve = ServeSettings(replicas=args.replicas, port=args.port, variant=args.variant,
                               cpus_per_replica=args.cpus_per_replica, max_batch_size=args.max_batch_size,
                               batch_wait_s=args.batch_wait_ms / 1000, limits=limits)
         load = LoadSettings(args.requests, args.clients, args.inputs_per_request, args.encoding, args.warmup,

@@ -19,18 +19,17 @@ def _positive(owner: str, name: str, value: object, integer: bool = True, zero: 
 class ServeSettings:
     """How `toolchain serve` deploys: replicas per artifact, where they listen, how encoders batch, the caps."""
 
-    replicas: int = 1  # ModelServer replicas per artifact
-    gateways: int = 1  # HTTP gateway replicas (cheap: they only check requests and forward them)
+    replicas: int = 1  # service replicas, each answering HTTP and holding every artifact once
     host: str = "127.0.0.1"  # loopback by default: reachable from this machine only
     port: int = 8000
     variant: str = "auto"
-    cpus_per_replica: float = 1.0  # Ray CPUs each replica reserves (its ONNX Runtime threads: at least 1)
+    cpus_per_replica: float = 1.0  # Ray CPUs a replica reserves per artifact (its ONNX Runtime threads: at least 1)
     max_batch_size: int = 32  # requests one encoder call may batch together (@serve.batch)
     batch_wait_s: float = 0.005  # how long the first request waits for others to batch with
     limits: Limits = Limits()
 
     def __post_init__(self) -> None:
-        for name in ("replicas", "gateways", "port", "max_batch_size"):
+        for name in ("replicas", "port", "max_batch_size"):
             _positive("ServeSettings", name, getattr(self, name))
         _positive("ServeSettings", "cpus_per_replica", self.cpus_per_replica, integer=False, zero=True)
         _positive("ServeSettings", "batch_wait_s", self.batch_wait_s, integer=False, zero=True)
