@@ -190,25 +190,65 @@ def test_qdq_computes_what_the_ranking_simulates(tmp_path, fmt):
 
 
 # -- the search ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("passes, chosen", [((), 0.5), ((0.75,), 0.75)])  # the best score, unless another passes
-def test_search_runs_at_the_alpha_the_gate_scored_best(passes, chosen):
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(200, 16)).astype(np.float32)
+def _two_sites(seed=4):
+    """Two activations read by three MatMuls: one with an outlier channel (smoothing pays), one without."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(300, 16)).astype(np.float32), rng.normal(size=(300, 16)).astype(np.float32)
+    x[:, 3] *= 40
     w = {f"mm{i}": rng.normal(size=(16, 8)).astype(np.float32) for i in range(3)}
-    cal = static.Calibration({"a": x}, w, {n: "a" for n in w}, {"a": tuple(w)}, 1)
-    scores, seen, said = {0.0: 0.1, 0.5: 0.9, 0.75: 0.5}, [], []
+    return static.Calibration({"a": x, "b": y}, w, {"mm0": "a", "mm1": "a", "mm2": "b"},
+                              {"a": ("mm0", "mm1"), "b": ("mm2",)}, 1)
+
+
+@pytest.mark.parametrize("passes, gated, chosen", [
+    ("per", 1, "per"),  # the per-activation choice passes: nothing else is gated, no layer kept
+    (0.75, 2, 0.75),  # it misses, the first fallback passes: the search stops there
+    (None, 2, 0.75),  # nothing passes: the best score (0.75's) is searched, keeping layers in fp32
+])
+def test_search_tries_per_activation_alphas_first(passes, gated, chosen):
+    cal = _two_sites()
+    per = cal.alphas(WEIGHT_FORMATS["u8s8"])
+    key = lambda alpha: "per" if isinstance(alpha, dict) else alpha  # noqa: E731
+    scores, seen, said = {"per": 0.5, 0.75: 0.9}, [], []
 
     def attempt(plan) -> bool:
         seen.append(plan)
-        return plan.alpha in passes or len(plan.exclude) >= 2
+        return key(plan.alpha) == passes or len(plan.exclude) >= 2
 
-    rankings = static.search_plans(cal, ["u8s8"], attempt, lambda: scores[seen[-1].alpha], said.append)
-    assert [p.alpha for p in seen[:3]] == list(static.ALPHAS) and not any(p.exclude for p in seen[:3])
-    assert f"smoothing alpha {chosen} chosen by the gate for u8s8" in said
-    later = seen[3:]
-    assert all(p.alpha == chosen and p.calibration is cal and p.exclude for p in later)
-    assert bool(later) is not bool(passes)  # a pass at k = 0 needs no search
-    assert [r["node"] for r in rankings["u8s8"]][:1] == ([later[0].exclude[0]] if later else [rankings["u8s8"][0]["node"]])
+    rankings = static.search_plans(cal, ["u8s8"], attempt, lambda: scores[key(seen[-1].alpha)], said.append)
+    first = seen[:gated]
+    assert [key(p.alpha) for p in first] == ["per", *static.FALLBACK_ALPHAS][:gated] and not any(p.exclude for p in first)
+    assert first[0].alpha == per and "alpha per activation" in first[0].label
+    assert any(static._named(per if chosen == "per" else chosen) in line for line in said)
+    later = seen[gated:]
+    assert bool(later) is (passes is None)  # a pass at k = 0 needs no search
+    assert all(key(p.alpha) == chosen and p.calibration is cal and p.exclude for p in later)
+    if later:
+        assert later[0].exclude[0] == rankings["u8s8"][0]["node"]
+
+
+def test_alpha_per_activation_is_the_one_with_the_least_output_error():
+    """Each activation gets the alpha of ALPHAS that minimizes its own MatMuls' per-token output error (static range,
+    quantized weights): the outlier channel is smoothed, and the choice differs between activations."""
+    cal = _two_sites()
+    fmt = WEIGHT_FORMATS["u8s8-7bit"]
+    chosen = cal.alphas(fmt)
+
+    def error(act, alpha):  # the same quantity, computed here from the public pieces
+        s, r = cal.scales(alpha)[act], cal.ranges(alpha)[act]
+        x = cal.rows[act]
+        total = 0.0
+        for node in [n for n, a in cal.reads.items() if a == act]:
+            exact = x @ cal.weights[node]
+            got = r.fake(x / s) @ static.dequantized(cal.weights[node] * s[:, None], fmt)
+            total += float(np.mean(np.linalg.norm(exact - got, axis=1) / np.linalg.norm(exact, axis=1)))
+        return total
+
+    for act in ("a", "b"):
+        errors = {alpha: error(act, alpha) for alpha in static.ALPHAS}
+        assert errors[chosen[act]] == pytest.approx(min(errors.values()), rel=1e-6)
+    assert chosen["a"] >= 0.5 and chosen["a"] != chosen["b"]
+    assert error("a", chosen["a"]) < 0.5 * error("a", 0.0)  # smoothing the outlier channel pays
 
 
 # -- quantize: gate, alpha, manifest, invariance ---------------------------------------------------------------
@@ -217,12 +257,17 @@ def test_alpha_is_chosen_by_the_gate_and_recorded(run):
     v = json.loads((art / "manifest.json").read_text())["variants"]["int8-static"]
     q = v["metrics"]["quantization"]
     first = [t for t in q["tried"] if t["plan"].endswith("all layers quantized")]
-    assert [t["alpha"] for t in first] == list(static.ALPHAS)
+    assert isinstance(first[0]["alpha"], dict) and "alpha per activation" in first[0]["plan"]  # per activation first
+    assert [t["alpha"] for t in first[1:]] == list(static.FALLBACK_ALPHAS)[: len(first) - 1]
+    assert all(not t["passed"] for t in first[:-1])  # a fallback is gated only after a miss
     score = lambda t: (t["passed"], t["mean_cosine"] + t["min_cosine"])  # noqa: E731
     best = max(first, key=score)
     assert all(t["alpha"] == best["alpha"] for t in q["tried"][len(first):])  # the search runs at the chosen alpha
     rec = q["static"]
-    assert rec["alpha"] == q["tried"][[t["plan"] for t in q["tried"]].index(q["plan"])]["alpha"]
+    kept = q["tried"][[t["plan"] for t in q["tried"]].index(q["plan"])]["alpha"]
+    assert rec["alpha"] == ("per activation, by output error" if isinstance(kept, dict) else kept)
+    assert sum(rec["alphas"].values()) == len(kept) if isinstance(kept, dict) else len(rec["alphas"]) == 1
+    assert set(rec["smoothed_activations"]) <= {"norm", "value", "mul"}
     assert rec["activation_scales"] == "static" and sum(rec["percentiles"].values()) > 0
     assert q["mode"] == "int8-static" and q["weights"] == "u8s8" and set(q["sensitivity"]) == {"u8s8"}
     graph = onnx.load(str(art / v["components"]["model"]["file"])).graph

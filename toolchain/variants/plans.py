@@ -30,7 +30,7 @@ class Plan:
     artifact: Path | None = None
     components: tuple[str, ...] = (MODEL,)  # the graphs this plan quantizes; the others stay fp32
     weights: str | None = None  # int8-dynamic, int8-static: a key of rowquant.WEIGHT_FORMATS
-    alpha: float | None = None  # int8-static: the smoothing strength (static.ALPHAS)
+    alpha: float | dict[str, float] | None = None  # int8-static: the smoothing strength, or one per activation
     calibration: Any = None  # int8-static: the static.Calibration the plan is built from
 
 
