@@ -96,6 +96,36 @@ def test_render_draws_the_shape_in_its_colour():
     assert shapes.render(scene).size == (shapes.CANVAS, shapes.CANVAS)
 
 
+def test_render_draws_the_pixels_it_always_drew():
+    # The checked-in TSVs are drawn on demand, so render() is part of the data set: a faster render must
+    # draw the same pixels, or every measured result (and the PNGs already on disk) silently stops matching.
+    digest = hashlib.sha256()
+    for row in shapes.read_rows(CHECKED_IN / "test.tsv")[:3]:
+        digest.update(np.asarray(shapes.render(shapes.Scene.from_json(row["scene"]))).tobytes())
+    assert digest.hexdigest() == "b68df60289660a5498ecdcb3b93a59f5dc79d7ffa4becbedbe6314c5e76e29b8"
+
+
+def test_render_fast_draws_what_render_draws_up_to_rounding():
+    # Training pictures drawn afresh come from render_fast: they must be the data set's pictures (same shapes,
+    # colours, background, noise), not merely look alike, or training and test differ in kind.
+    scenes = [e.scene for e in shapes.generate(4, SMALL)["dev"]]
+    fast = np.stack([shapes.render_fast(s) for s in scenes])
+    diff = np.abs(np.stack([np.asarray(shapes.render(s)) for s in scenes]).astype(np.int64) - fast)
+    assert fast.dtype == np.uint8 and fast.shape == (len(scenes), shapes.CANVAS, shapes.CANVAS, 3)
+    assert diff.mean() < 0.2 and (diff > 1).mean() < 1e-4 and diff.max() <= 8
+
+
+def test_redraw_is_a_new_picture_of_the_same_caption():
+    scene = shapes.scene_from_caption("a large blue square below a small red circle")
+    again = [shapes.redraw(scene, rng) for rng in [np.random.default_rng(0)] for _ in range(60)]
+    assert all(s.caption == scene.caption == _caption_from_pixels_layout(s) for s in again)
+    assert len({(round(s.items[0].x), round(s.items[0].y)) for s in again}) > 40  # a new layout each time
+    assert len({(s.seed, s.top, s.items[1].rgb) for s in again}) == 60  # new noise, background, colour jitter
+    assert shapes.redraw(scene, np.random.default_rng(7)) == shapes.redraw(scene, np.random.default_rng(7))
+    one = shapes.scene_from_caption("a medium green star")
+    assert {shapes.redraw(one, np.random.default_rng(k)).caption for k in range(5)} == {"a medium green star"}
+
+
 def test_scene_from_caption_round_trips_and_refuses_other_text():
     for e in shapes.generate(2, SMALL)["dev"][:20]:
         assert shapes.scene_from_caption(e.scene.caption).caption == e.scene.caption

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from tiny_vision import shapes_table
-from toolchain.train.caption_stage import build_captioner, caption_tokenizer, score_captions
+from toolchain.data import shapes
+from toolchain.train.caption_stage import Captions, _collator, _rows, build_captioner, caption_tokenizer, score_captions
 from toolchain.train.recipe import RecipeError, load_recipe
 from toolchain.train.stages import STAGES
 from toolchain.train.trainer import train
@@ -30,14 +31,15 @@ target = "caption"
 epochs = 1.0
 batch_size = 8
 learning_rate = 1e-3
+augment = {augment}
 """
 
 
-def recipe(folder, target='target = "caption"', dec=16):
+def recipe(folder, target='target = "caption"', dec=16, augment="[]", task="image-to-text"):
     shapes_table(folder / "data", 16, "train")
     shapes_table(folder / "data", 16, "dev")
     path = folder / "r.toml"
-    path.write_text(RECIPE.format(target=target, dec=dec))
+    path.write_text(RECIPE.format(target=target, dec=dec, augment=augment).replace("image-to-text", task))
     return path
 
 
@@ -95,3 +97,40 @@ def test_recipes_name_image_and_caption_columns_and_equal_hidden_sizes(tmp_path)
         train(recipe(tmp_path, target=""), out=tmp_path / "m", smoke=True)
     with pytest.raises(RecipeError, match=r"hidden size 16 differs from the decoder's 24; make them equal\.$"):
         train(recipe(tmp_path, dec=24), out=tmp_path / "m2", smoke=True)
+
+
+def test_redraw_draws_each_training_caption_anew_every_time(tmp_path):
+    import torch
+    import transformers
+
+    captions = ["a large blue square below a small red circle", "a medium green star"]
+    tok = caption_tokenizer(captions, 32)
+    rows = _rows(Captions(tmp_path, [tmp_path] * 2, captions, None), tok, redraw=True)
+    assert [r["pixel_values"].caption for r in rows] == captions  # a scene to draw, not a decoded file
+    assert all(isinstance(r["pixel_values"], shapes.Scene) for r in rows)
+    processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    collate = _collator(processor, seed=0)
+    first, second = collate(rows), collate(rows)
+    assert first["pixel_values"].shape == (2, 3, 32, 32) and torch.equal(first["labels"], second["labels"])
+    assert not torch.equal(first["pixel_values"], second["pixel_values"])  # never the same picture twice
+    assert torch.equal(_collator(processor, seed=0)(rows)["pixel_values"], first["pixel_values"])  # seeded
+
+
+def test_redraw_trains_and_needs_shapes_captions(tmp_path):
+    result = train(recipe(tmp_path, augment='["redraw"]'), out=tmp_path / "model", smoke=True)
+    assert json.loads((result.model_dir / "training.json").read_text())["settings"]["augment"] == ["redraw"]
+    table = tmp_path / "data" / "train.tsv"
+    lines = table.read_text().splitlines()
+    cells = lines[3].split("\t")
+    cells[1] = "a witty, moving film"
+    table.write_text("\n".join(lines[:3] + ["\t".join(cells)] + lines[4:]) + "\n")
+    path = tmp_path / "r.toml"  # the same recipe, the table changed under it
+    with pytest.raises(RecipeError, match=r'train.tsv line 4: augment \["redraw"\] draws pictures of shapes captions'):
+        train(path, out=tmp_path / "m2", smoke=True)
+
+
+def test_augmentations_that_change_the_caption_are_refused(tmp_path):
+    with pytest.raises(RecipeError, match=r"augment 'flip' would change what a caption says"):
+        train(recipe(tmp_path, augment='["flip"]'), out=tmp_path / "m", smoke=True)
+    with pytest.raises(RecipeError, match=r"augment 'redraw' is for image-to-text; an image classifier takes flip"):
+        load_recipe(recipe(tmp_path, augment='["redraw"]', task="image-classification").parent / "r.toml")

@@ -20,6 +20,9 @@ labels and the scene as JSON; the PNGs are rendered from the scene on demand int
 (git-ignored; ``materialize()``), so thousands of images never enter the repository. Rendering depends only
 on the scene (its noise has its own seed): the same seed gives byte-identical TSVs and PNGs.
 
+For training, ``redraw`` lays a caption's shapes out afresh and ``render_fast`` draws it (``render`` up to
+rounding, ~5x faster): a captioner then never sees one picture twice (train/caption_stage.py).
+
 Regenerate with ``python -m toolchain.data.shapes --out models/data/shapes`` (add ``--render`` to draw
 every image now). Needs numpy and Pillow (the runtime's ``vision`` extra); torch-free.
 """
@@ -185,12 +188,29 @@ def draw_scene(rng: np.random.Generator, heldout: bool) -> Scene:
         pairs[int(rng.integers(len(pairs)))] = unseen[rng.integers(len(unseen))]
     sizes = [str(s) for s in rng.choice(list(SIZE_WORDS), size=len(pairs), replace=False)]
     relation = str(RELATIONS[rng.integers(len(RELATIONS))]) if two else None
-    radii = [SIZE_WORDS[z] for z in sizes]
-    spots = _spots(rng, relation, *radii) if two else [_place(rng, radii[0])]
-    items = tuple(draw_item(rng, s, c, z, at) for (c, s), z, at in zip(pairs, sizes, spots))
+    return _layout(rng, [(z, c, s) for (c, s), z in zip(pairs, sizes)], relation)
+
+
+def _layout(rng: np.random.Generator, shapes: list[tuple[str, str, str]], relation: str | None) -> Scene:
+    """A scene of SHAPES ((size, colour, shape) each; the first RELATION the second) with a random layout, tilt,
+    colour jitter, background and noise; named larger first (``canonical``)."""
+    radii = [SIZE_WORDS[z] for z, _, _ in shapes]
+    spots = _spots(rng, relation, *radii) if relation is not None else [_place(rng, radii[0])]
+    items = tuple(draw_item(rng, s, c, z, at) for (z, c, s), at in zip(shapes, spots))
     items, relation = canonical(items, relation)
     return Scene(items, relation, _grey(rng), _grey(rng), float(rng.uniform(0, 360)), float(rng.uniform(3, 12)),
                  int(rng.integers(2**31)))
+
+
+def redraw(scene: Scene, rng: np.random.Generator) -> Scene:
+    """A new picture of the same caption: SCENE's shapes, sizes, colours and relation, laid out, tilted, jittered,
+    lit and noised afresh from RNG as ``draw_scene`` would (either shape may be the one placed first), so a
+    captioner trained on redrawn scenes never sees one picture twice (train/caption_stage.py ``redraw``)."""
+    shapes = [(i.size, i.colour, i.shape) for i in scene.items]
+    relation = scene.relation
+    if relation is not None and rng.random() < 0.5:
+        shapes, relation = shapes[::-1], INVERSE[relation]
+    return _layout(rng, shapes, relation)
 
 
 def _polygon(item: Item, scale: float) -> list[tuple[float, float]]:
@@ -212,9 +232,11 @@ def render(scene: Scene) -> "Any":
     big = CANVAS * SUPERSAMPLE
     t = np.linspace(-0.5, 0.5, big)
     d = math.radians(scene.direction)
-    ramp = np.clip(np.cos(d) * t[None, :] + np.sin(d) * t[:, None] + 0.5, 0, 1)[..., None]
-    bg = (1 - ramp) * np.asarray(scene.top, np.float64) + ramp * np.asarray(scene.bottom, np.float64)
-    image = Image.fromarray(bg.round().astype(np.uint8), "RGB")
+    ramp = np.clip(np.cos(d) * t[None, :] + np.sin(d) * t[:, None] + 0.5, 0, 1)
+    rest, bg = 1 - ramp, np.empty((big, big, 3), np.uint8)
+    for c in range(3):  # a channel at a time: the same float64 sums as broadcasting over HWC, 4-5x faster
+        bg[..., c] = (rest * float(scene.top[c]) + ramp * float(scene.bottom[c])).round()
+    image = Image.fromarray(bg, "RGB")
     draw = ImageDraw.Draw(image)
     for item in scene.items:
         if item.shape == "circle":
@@ -225,6 +247,34 @@ def render(scene: Scene) -> "Any":
     small = np.asarray(image.resize((CANVAS, CANVAS), Image.Resampling.BOX), dtype=np.float64)
     noise = np.random.default_rng(scene.seed).normal(0.0, scene.noise, small.shape)
     return Image.fromarray(np.clip(small + noise, 0, 255).round().astype(np.uint8), "RGB")
+
+
+_CENTRES = np.linspace(-0.5, 0.5, CANVAS * SUPERSAMPLE).reshape(CANVAS, SUPERSAMPLE).mean(axis=1)
+
+
+def render_fast(scene: Scene) -> np.ndarray:
+    """The scene as ``render`` draws it up to rounding (a channel one off in about 1 value in 8, rarely more where
+    two shapes touch), as an HWC uint8 array in about a fifth of the time: for pictures drawn afresh for training
+    (train/caption_stage.py), never for the data set's files. The background is computed at CANVAS size (the mean
+    of a linear ramp over a pixel's samples is its value at the pixel's centre) instead of at SUPERSAMPLE times it,
+    and each shape is blended in by its coverage, itself drawn at SUPERSAMPLE times the size and box-filtered."""
+    from PIL import Image, ImageDraw
+
+    big = CANVAS * SUPERSAMPLE
+    d = math.radians(scene.direction)
+    ramp = np.clip(np.add.outer(np.sin(d) * _CENTRES, np.cos(d) * _CENTRES) + 0.5, 0, 1)[..., None]
+    out = (1 - ramp) * np.asarray(scene.top, np.float64) + ramp * np.asarray(scene.bottom, np.float64)
+    for item in scene.items:
+        mask = Image.new("L", (big, big), 0)
+        if item.shape == "circle":
+            x, y, r = (v * SUPERSAMPLE for v in (item.x, item.y, item.radius))
+            ImageDraw.Draw(mask).ellipse((x - r, y - r, x + r, y + r), fill=255)
+        else:
+            ImageDraw.Draw(mask).polygon(_polygon(item, SUPERSAMPLE), fill=255)
+        cover = np.asarray(mask.resize((CANVAS, CANVAS), Image.Resampling.BOX), dtype=np.float64)[..., None] / 255
+        out += cover * (np.asarray(item.rgb, np.float64) - out)
+    noise = np.random.default_rng(scene.seed).normal(0.0, scene.noise, out.shape)
+    return np.clip(out.round() + noise, 0, 255).round().astype(np.uint8)
 
 
 def png_bytes(scene: Scene) -> bytes:
@@ -250,13 +300,7 @@ def scene_from_caption(caption: str) -> Scene:
     words = [w.lower() if w else w for w in m.groups()]
     rng = np.random.default_rng(zlib.crc32(" ".join(w or "" for w in words).encode()))
     (z0, c0, s0, relation, z1, c1, s1) = words
-    if relation is None:
-        spots, pairs = [_place(rng, SIZE_WORDS[z0])], [(z0, c0, s0)]
-    else:
-        spots, pairs = _spots(rng, relation, SIZE_WORDS[z0], SIZE_WORDS[z1]), [(z0, c0, s0), (z1, c1, s1)]
-    items, relation = canonical(tuple(draw_item(rng, s, c, z, at) for (z, c, s), at in zip(pairs, spots)), relation)
-    return Scene(items, relation, _grey(rng), _grey(rng), float(rng.uniform(0, 360)), float(rng.uniform(3, 12)),
-                 int(rng.integers(2**31)))
+    return _layout(rng, [(z0, c0, s0)] if relation is None else [(z0, c0, s0), (z1, c1, s1)], relation)
 
 
 # ---- the data set --------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from toolchain.runtime.tasks import TASKS
 KNOWN_ARCHITECTURES = ("bert", "distilbert", "roberta", "llama", "gpt2", "vit", "vision-encoder-decoder")
 # [train] augment for image tasks (train/image_stage.py AUGMENTATIONS): label-preserving changes to training images
 IMAGE_AUGMENTATIONS = ("flip", "rotate90", "grayscale")
+# [train] augment for image-to-text (train/caption_stage.py): each training caption drawn as a new picture when used
+CAPTION_AUGMENTATIONS = ("redraw",)
 # [pretrain] objective -> the architectures it trains (the objectives themselves: toolchain/train/objectives.py)
 PRETRAIN_OBJECTIVES = {"masked-lm": ("bert", "distilbert", "roberta"), "causal-lm": ("gpt2", "llama")}
 
@@ -86,10 +88,10 @@ class Training:
         if not 0 <= self.label_smoothing < 1:
             raise RecipeError(f"{where}: label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         names = self.augment if isinstance(self.augment, list) else [self.augment]
-        unknown = [a for a in names if a not in IMAGE_AUGMENTATIONS]
+        unknown = [a for a in names if a not in IMAGE_AUGMENTATIONS + CAPTION_AUGMENTATIONS]
         if unknown or not isinstance(self.augment, list):
             raise RecipeError(f"{where}: augment {(unknown or names)[0]!r} is not known; use a list of names from "
-                              f"{', '.join(IMAGE_AUGMENTATIONS)}.")
+                              f"{', '.join(IMAGE_AUGMENTATIONS + CAPTION_AUGMENTATIONS)}.")
 
 
 @dataclass
@@ -233,6 +235,10 @@ def load_recipe(path: str | Path) -> Recipe:
     if recipe.task == "text-generation" and recipe.train is not None and recipe.data.train.label is not None:
         raise RecipeError(f"{where}: a text-generation recipe trains on plain text; remove 'label' from [data.train].")
     if recipe.task == "image-classification" and recipe.train is not None:
+        wrong = [a for a in recipe.train.augment if a not in IMAGE_AUGMENTATIONS]
+        if wrong:
+            raise RecipeError(f"{where}: augment {wrong[0]!r} is for image-to-text; an image classifier takes "
+                              f"{', '.join(IMAGE_AUGMENTATIONS)}.")
         for split in (recipe.data.train, recipe.data.dev, recipe.data.test):
             if split is not None and split.image is None:
                 raise RecipeError(f"{where}: the {split.path} split needs an 'image' column for image-classification "
