@@ -63,8 +63,9 @@ def _dead_pid() -> int:
 # The `toolchain` program, which can hold still for a minute right after printing a progress line that
 # contains $PAUSE_AT: a signal sent on seeing that line then lands at that point, however slow the machine.
 PROGRAM = """
-import os, sys, time
+import os, signal, sys, time
 import toolchain.cli.commands as cli
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C's handler even where a background job ignores it
 mark, say = os.environ.get("PAUSE_AT"), cli._say
 def pausing(msg):
     say(msg)
