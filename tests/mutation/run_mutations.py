@@ -241,16 +241,16 @@ MUTATIONS: tuple[Mutation, ...] = (
              "encoder parity: outputs within atol of PyTorch"),
     # -- artifact writes -----------------------------------------------------------------------------
     Mutation("write-json-in-place", "toolchain/artifact/*.py",
-             '    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")\n    try:\n        with open(tmp, "w", encoding="utf-8") as fh:\n'
-             '            json.dump(data, fh, indent=2, sort_keys=False)\n            fh.write("\\n")\n            fh.flush()\n'
-             '            os.fsync(fh.fileno())\n        os.replace(tmp, path)\n    except BaseException:\n'
+             '    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")\n    try:\n        with open(tmp, "wb") as fh:\n'
+             '            fh.write(data)\n            if durable:\n                fh.flush()\n'
+             '                os.fsync(fh.fileno())\n        os.replace(tmp, path)\n    except BaseException:\n'
              '        tmp.unlink(missing_ok=True)\n        raise\n',
-             '    with open(path, "w", encoding="utf-8") as fh:  # in place: no temp file, no fsync, no replace\n'
-             '        json.dump(data, fh, indent=2, sort_keys=False)\n        fh.write("\\n")\n',
+             '    with open(path, "wb") as fh:  # in place: no temp file, no fsync, no replace\n'
+             '        fh.write(data)\n',
              ("tests/artifact/test_write_json.py",), "write_json: temp file, fsync, os.replace"),
     Mutation("write-json-no-fsync", "toolchain/artifact/*.py",
-             "            fh.flush()\n            os.fsync(fh.fileno())\n        os.replace(tmp, path)",
-             "            fh.flush()\n        os.replace(tmp, path)",
+             "                fh.flush()\n                os.fsync(fh.fileno())\n        os.replace(tmp, path)",
+             "                fh.flush()\n        os.replace(tmp, path)",
              ("tests/artifact/test_write_json.py",), "write_json flushes the data to disk before the swap"),
     Mutation("atomic-dir-keeps-temp-on-failure", "toolchain/artifact/*.py",
              "        shutil.rmtree(tmp, ignore_errors=True)\n        if err is None:\n            raise",

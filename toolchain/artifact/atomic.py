@@ -179,20 +179,27 @@ def link_into(path: Path, folder: Path) -> Path:
     return folder / path.name
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temp file and os.replace, so readers never see half a file."""
+def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write DATA through a temp file and os.replace, so readers never see half a file; DURABLE also fsyncs
+    the file and its folder (a cache that can be drawn again, such as the shapes PNGs, need not)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync(path.parent)
+    if durable:
+        _fsync(path.parent)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically and durably (write_bytes)."""
+    write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import random
 import sys
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Callable
 
+from toolchain.artifact.atomic import write_bytes
 from toolchain.runtime.errors import ToolchainError
 
 SPLITS = ("train", "dev", "test")
@@ -316,10 +316,7 @@ def write(out_dir: str | Path, seed: int = SEED, sizes: dict[str, int] | None = 
     paths = {}
     for name, pairs in generate(seed, sizes).items():
         path = out_dir / f"{name}.tsv"
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(to_tsv(pairs))
-        os.replace(tmp, path)
+        write_bytes(path, to_tsv(pairs).encode("utf-8"))
         paths[name] = path
     return paths
 

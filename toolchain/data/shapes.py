@@ -34,7 +34,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import sys
 import zlib
@@ -44,6 +43,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from toolchain.artifact.atomic import write_bytes
 from toolchain.runtime.errors import ToolchainError
 
 SPLITS = ("train", "dev", "test")
@@ -339,24 +339,15 @@ def to_tsv(examples: Iterable[Example]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write(out_dir: str | Path, seed: int = SEED, sizes: dict[str, int] | None = None,
           render_images: bool = False) -> dict[str, Path]:
     """Write train.tsv, dev.tsv and test.tsv under OUT_DIR (and every PNG when RENDER_IMAGES)."""
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, examples in generate(seed, sizes).items():
         path = out_dir / f"{name}.tsv"
-        _write_atomic(path, to_tsv(examples).encode("utf-8"))
+        write_bytes(path, to_tsv(examples).encode("utf-8"))
         paths[name] = path
         if render_images:
             materialize(path)
@@ -382,7 +373,8 @@ def materialize(tsv: str | Path, rows: list[dict[str, str]] | None = None) -> in
         if root not in target.parents:
             raise ToolchainError(f"{tsv}: image path {row['image']!r} points outside {root}; fix the TSV.")
         if not target.is_file():
-            _write_atomic(target, png_bytes(Scene.from_json(row["scene"])))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes(target, png_bytes(Scene.from_json(row["scene"])), durable=False)
             made += 1
     return made
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from toolchain.export.graph_cut import node_reads
 from toolchain.export.graph_probes import PROBES, Runner, random_feeds, same_outputs
 from toolchain.export.source import import_optional
 
@@ -48,7 +49,7 @@ class _Index:
         self.producer = {out: node for node in graph.node for out in node.output}
         self.consumers: dict[str, list] = defaultdict(list)
         for node in graph.node:
-            for name in _reads(node):
+            for name in node_reads(node):
                 self.consumers[name].append(node)
         for out in graph.output:
             self.consumers[out.name].append(None)  # a graph output: never removed
@@ -76,15 +77,6 @@ class _Index:
     def only_consumer(self, name: str) -> Any:
         users = self.consumers.get(name, [])
         return users[0] if len(users) == 1 else None
-
-
-def _reads(node: Any) -> list[str]:
-    names = [x for x in node.input if x]
-    for attr in node.attribute:
-        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            for inner in sub.node:
-                names.extend(_reads(inner))
-    return names
 
 
 def _scaled(ix: _Index, name: str) -> tuple[str, float]:
@@ -258,7 +250,7 @@ def prune(graph: Any) -> None:
     for node in reversed(list(graph.node)):
         if needed.intersection(node.output):
             kept.append(node)
-            needed.update(_reads(node))
+            needed.update(node_reads(node))
     del graph.node[:]
     graph.node.extend(reversed(kept))
     inits = [i for i in graph.initializer if i.name in needed]
@@ -279,7 +271,7 @@ def _data_free(ix: _Index, name: str) -> bool:
             return False
         node = ix.producer.get(value)
         if node is not None and node.op_type not in ("Shape", "Size"):
-            stack.extend(_reads(node))
+            stack.extend(node_reads(node))
     return True
 
 
