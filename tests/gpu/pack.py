@@ -32,11 +32,15 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 GO = Path(__file__).with_name("go_on_device.sh")
 
 
-def tree_mib(root: Path = ROOT) -> float:
-    """The size of what every device call sends anyway: tracked files and untracked ones git does not ignore."""
+def tree_files(root: Path = ROOT) -> list[str]:
+    """What every device call sends anyway: tracked files and untracked ones git does not ignore."""
     names = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=root, capture_output=True,
-                           check=True).stdout.split(b"\0")
-    return sum((root / n.decode()).stat().st_size for n in names if n and (root / n.decode()).is_file()) / 2**20
+                           check=True).stdout.decode().split("\0")
+    return [n for n in names if n and (root / n).is_file()]
+
+
+def tree_mib(root: Path = ROOT) -> float:
+    return sum((root / n).stat().st_size for n in tree_files(root)) / 2**20
 
 
 def part_bytes(tree: float) -> int:
@@ -84,7 +88,7 @@ def _tar_absolute(tar: tarfile.TarFile, path: Path) -> None:
 
 
 def build_payload(work: Path, stage: Path, ort: str, python_version: str) -> Path:
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "tests")) if p not in sys.path]
     from gpu.artifacts import decoder, minilm, with_fp16
 
     with_fp16(minilm(work))
@@ -96,12 +100,9 @@ def build_payload(work: Path, stage: Path, ort: str, python_version: str) -> Pat
     for dist in PINNED:
         _download(f"{dist}=={md.version(dist)}", wheels, python_version)
     payload = stage / "payload.tar"
-    names = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
     with tarfile.open(payload, "w") as tar:
-        for n in filter(None, names):
-            if (ROOT / n).is_file():
-                tar.add(ROOT / n, arcname=f"snap/{n}")
+        for n in tree_files():
+            tar.add(ROOT / n, arcname=f"snap/{n}")
         for wheel in stage.glob("onnxruntime_gpu-*.whl"):
             tar.add(wheel, arcname=f"ort/{wheel.name}")
         tar.add(wheels, arcname="wheels")
@@ -110,7 +111,7 @@ def build_payload(work: Path, stage: Path, ort: str, python_version: str) -> Pat
     return payload
 
 
-def calls(dirs: list[Path], out: Path) -> list[str]:
+def calls(dirs: list[Path]) -> list[str]:
     rel = lambda d: os.path.relpath(d, ROOT)  # noqa: E731
     lines = [f'run carry=["{rel(d)}"]: mkdir -p /tmp/parts && cp {rel(d)}/* /tmp/parts/' for d in dirs[:-1]]
     lines.append(f'run carry=["{rel(dirs[-1])}"] timeout_s=540: bash {rel(dirs[-1])}/go_on_device.sh {rel(dirs[-1])}')
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     dirs = split(payload, out, part_bytes(tree_mib()))
     (dirs[-1] / GO.name).write_bytes(GO.read_bytes())
     (dirs[-1] / "WORK").write_text(f"{work}\n")
-    print("\n".join(calls(dirs, out)))
+    print("\n".join(calls(dirs)))
     return 0
 
 

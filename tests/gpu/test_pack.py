@@ -70,7 +70,7 @@ def test_parts_join_on_the_box(payload, tmp_path):
     path, src = payload
     dirs = pack.split(path, tmp_path / "out", 4096)
     assert len(dirs) >= 3 and all((d / f"part{i}").stat().st_size <= 4096 for i, d in enumerate(dirs))
-    lines = pack.calls(dirs, tmp_path / "out")
+    lines = pack.calls(dirs)
     assert len(lines) == len(dirs) and "go_on_device.sh" in lines[-1] and "go_on_device" not in lines[0]
     box = tmp_path / "box-parts"
     box.mkdir()
