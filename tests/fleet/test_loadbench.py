@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import sys
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,6 +66,30 @@ def test_http_load_counts_wrong_and_failed_answers():
         server.shutdown()
     assert (out["wrong"], out["failed"]) == (2, 2)  # requests 1 and 5 answered off by 0.01, 2 and 6 refused
     assert out["rps"] > 0 and out["p50_ms"] <= out["p99_ms"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="CPU niceness per thread is Linux's")
+def test_client_threads_run_at_the_lowest_priority_and_the_caller_keeps_its_own(monkeypatch):
+    seen: list[int] = []
+    real = loadbench.lower_priority
+
+    def spy(nice):
+        real(nice)
+        seen.append(os.getpriority(os.PRIO_PROCESS, 0))  # this thread's niceness, as the kernel now has it
+
+    monkeypatch.setattr(loadbench, "lower_priority", spy)
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        want = [np.array([[1, 2, 3]], np.float32)]
+        loadbench.http_load(f"http://127.0.0.1:{server.server_port}", "m", [["a"]], want,
+                            loadbench.LoadSettings(requests=4, clients=2), total=4)
+    finally:
+        server.shutdown()
+    assert seen == [19, 19] and os.getpriority(os.PRIO_PROCESS, 0) == mine
+    with pytest.raises(ToolchainError, match="--client-nice"):
+        loadbench.LoadSettings(client_nice=20)
 
 
 class Recorder:
