@@ -19,7 +19,6 @@ from toolchain.fleet import ServeSettings
 from toolchain.fleet import loadbench
 from toolchain.runtime.errors import ToolchainError
 
-pytest.importorskip("httpx")
 
 
 def test_requests_are_distinct_and_settings_checked():
