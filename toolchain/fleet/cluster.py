@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -31,9 +33,37 @@ def require_ray(what: str) -> None:
 
 # Ray Serve's high-throughput mode (Ray >= 2.55, documented by Ray): HAProxy in place of the Python HTTP proxy,
 # the gateway replica answering HTTP itself, gRPC between replicas. Measured here (loadbench, MiniLM int8, 32
-# clients): the service's CPU per request fell from 19.8 ms to 10.6 ms. Not the default: HAProxy also opens a
-# stats and a metrics page on all interfaces at fixed ports (8404, 9101), so two services on a host collide.
+# clients): the service's CPU per request fell from 12.4-12.8 ms to 5.1-5.3 ms. Not the default: HAProxy also opens
+# a stats and a metrics page on all interfaces (Ray's template has no setting for their address), and this
+# service listens on loopback only unless told otherwise.
 HIGH_THROUGHPUT = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+# HAProxy's stats page and Prometheus metrics (Ray's defaults 8404 and 9101, on all interfaces): a free port each
+# unless set; Ray's log says where.
+HAPROXY_SIDE_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+
+
+def _free_port(low: int = 20000, high: int = 30000) -> int:
+    """A port free now, from a range none of Ray's processes take (its workers use 10002-19999, replicas' own HTTP
+    30000-31000, the kernel's ephemeral ports start at 32768): an ephemeral one was taken by Ray's own sockets
+    between this choice and HAProxy's bind (seen here)."""
+    for port in random.sample(range(low, high), 64):
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise ToolchainError(f"no free port between {low} and {high} for HAProxy's stats and metrics pages; set "
+                         "RAY_SERVE_HAPROXY_STATS_PORT and RAY_SERVE_HAPROXY_METRICS_PORT.")
+
+
+def _ingress_failure(exc: BaseException) -> str:
+    """The line that says why Serve's HTTP ingress did not start (HAProxy's bind alert when there is one)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "cannot bind socket" in line:
+            return line.split(": ", 1)[-1]
+    return lines[-1][:160] if lines else type(exc).__name__
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, haproxy: bool = False) -> None:
@@ -50,6 +80,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, haproxy: bo
         raise ToolchainError(f"--address {address!r} is not a Ray address; use auto, HOST:6379 or ray://HOST:10001.")
     if haproxy:  # read by Serve's controller, proxy and replicas: the local Ray's processes inherit it
         os.environ.update(HIGH_THROUGHPUT)
+        for key in HAPROXY_SIDE_PORTS:  # free ones, so a second service on this host does not collide
+            os.environ.setdefault(key, str(_free_port()))
     try:
         ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
@@ -66,7 +98,11 @@ def start_service(dirs: list[str | Path], settings: ServeSettings, progress: Cal
     from toolchain.fleet.deploy import APP_NAME, build_app
 
     application = build_app(dirs, settings)  # reads every manifest first: a bad DIR fails before Ray works
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    try:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+    except Exception as exc:  # noqa: BLE001  Ray raises its own wrappers (RayTaskError of HAProxy's RuntimeError)
+        raise ToolchainError(f"Ray Serve's HTTP ingress did not start ({_ingress_failure(exc)}); free the port or "
+                             "choose another with --port.") from None
     progress(f"deploying {len(dirs)} artifact(s), {settings.replicas} replica(s) each")
     serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host

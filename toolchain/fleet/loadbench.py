@@ -8,7 +8,8 @@ the same texts with the batch sizes the service formed (``ratio``, the target: >
 32 clients), and one call per request (INPUTS_PER_REQUEST texts each, before and after the service, so a
 machine whose load changed in between shows as two different baselines; ``ratio_per_request``). CPU per
 request is split: the service's processes (Ray's, all descendants of this one) and this process (the
-clients, plus the Ray driver idling in it), since the clients share the machine's cores with the service.
+clients, plus the Ray driver idling in it), since the clients share the machine's cores with the service; for
+the same reason the client threads run at the lowest CPU priority (``--client-nice``, default 19).
 
 Why a separate process of clients and not a Ray-side generator: the client is what users run, an HTTP
 client over keep-alive connections; it shares this machine's cores with the service, which the JSON line
