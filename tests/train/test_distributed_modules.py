@@ -140,9 +140,58 @@ def test_a_ddp_run_that_died_resumes_from_its_checkpoint(recipe, one_process, tm
     assert not ckpt.exists()
 
 
-def test_a_seq2seq_module_recipe_is_still_refused(tmp_path):
-    path = tmp_path / "s.toml"
-    path.write_text('task = "text2text-generation"\n[model]\nmodule = "m:build"\n[data.train]\npath = "t.tsv"\n'
-                    'text = "source"\ntarget = "target"\n[train]\nmax_steps = 2\n')
-    with pytest.raises(ToolchainError, match="text2text-generation train in one process"):
-        launch(path, Launch(nproc=2), out=tmp_path / "x")
+SEQ2SEQ = """\
+name = "lstm-ddp"
+task = "text2text-generation"
+[model]
+module = "toolchain.train.modules.seq2seq_lstm:build"
+[model.config]
+vocab_size = 120
+embed = 16
+hidden = 16
+dropout = 0.0
+[data.train]
+path = "pairs.tsv"
+text = "source"
+target = "target"
+[train]
+max_steps = 4
+batch_size = 8
+max_length = 16
+learning_rate = 0.01
+warmup_ratio = 0.0
+logging_steps = 1
+save_steps = 2
+"""
+
+
+def test_an_encoder_decoder_module_learns_with_two_processes_what_one_does(tmp_path, monkeypatch):
+    """The translators' stage (seq2seq_stage.py) shares the module loop's DDP and checkpoints: the same curve and
+    weights as one process with the same global batch, a checkpoint every save_steps, rank 0 alone writes."""
+    from safetensors.numpy import load_file
+
+    from toolchain.train import module_stage, train
+
+    saved: list[int] = []
+    real_save = module_stage.save_checkpoint
+    monkeypatch.setattr(module_stage, "save_checkpoint",
+                        lambda ckpt, step, *rest: (saved.append(step), real_save(ckpt, step, *rest)))
+
+    digits = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    rows = [f"{digits[i % 10]} {digits[(i * 3) % 10]}\t{i % 10}{(i * 3) % 10}" for i in range(40)]
+    (tmp_path / "pairs.tsv").write_text("source\ttarget\n" + "\n".join(rows) + "\n")
+    recipe = tmp_path / "lstm.toml"
+    recipe.write_text(SEQ2SEQ)
+    one = tmp_path / "one"
+    train(recipe, out=one)
+    assert saved == [2]  # save_steps 2 of 4 steps: the last step writes the model, not a checkpoint
+    same_tokenizer(one, tmp_path / "two")
+    two = launch(recipe, Launch(nproc=2), out=tmp_path / "two")
+    assert two.metrics["finetune"]["world_size"] == 2
+    a, b = curve(one), curve(tmp_path / "two")
+    assert len(a) == len(b) == 4 and len(set(a)) == 4
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
+    w1, w2 = load_file(one / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    assert w1.keys() == w2.keys() and max(abs(w1[k] - w2[k]).max() for k in w1) < 1e-4
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in one.iterdir())
+    assert not (tmp_path / "two.checkpoints").exists() and not (tmp_path / "one.checkpoints").exists()

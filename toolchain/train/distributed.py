@@ -7,8 +7,8 @@ process fails; transformers' Trainer sees those variables and wraps the model in
 What this module adds is small: the launch command, the worker entry (``python -m
 toolchain.train.distributed``), and two rules kept in fit.py: the recipe's batch_size stays the global
 batch (each process takes batch_size / WORLD_SIZE), and only global rank 0 writes the model dir.
-[model] module recipes (text-classification) train in their own loop, which does the same with DDP
-itself (module_ddp.py: a share of each global batch per process, gloo, rank 0 writes checkpoints).
+[model] module recipes (text classifiers, encoder-decoder translators) train in their own loop, which does the
+same with DDP itself (module_ddp.py: a share of each global batch per process, gloo, rank 0 writes checkpoints).
 Multi-node: run the same command on every node with --nnodes M and one --rdzv-endpoint; --out and its
 checkpoints must be on storage every node sees for resume to find them.
 """
@@ -30,8 +30,6 @@ from toolchain.train.smoke import SMOKE
 from toolchain.train.trainer import TrainResult, default_out, train
 
 __all__ = ["Launch", "launch", "torchrun_command"]
-
-DDP_MODULE_TASKS = ("text-classification",)  # [model] module stages whose loop shards batches over processes
 
 
 @dataclass(frozen=True)
@@ -70,11 +68,8 @@ def torchrun_command(recipe: Path, spec: Launch, out: Path, smoke: bool) -> list
 
 
 def _check_recipe(recipe_path: Path, spec: Launch, smoke: bool) -> None:
-    """Refuse before any process starts: a seq2seq [model] recipe (its stage has no DDP), an unsplittable batch."""
+    """Refuse before any process starts: a global batch that does not split over the processes."""
     recipe = load_recipe(recipe_path)
-    if recipe.model is not None and recipe.task not in DDP_MODULE_TASKS:
-        raise RecipeError(f"{recipe_path}: [model] module recipes for {recipe.task} train in one process (only "
-                          f"{', '.join(DDP_MODULE_TASKS)} modules have DDP); leave out --nproc.")
     for what, training in (("[train]", recipe.train), ("[pretrain]", getattr(recipe.pretrain, "train", None))):
         if training is None:
             continue

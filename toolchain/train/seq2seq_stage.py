@@ -4,8 +4,10 @@ The recipe names the module (toolchain/train/modules/seq2seq_lstm.py or seq2seq_
 own) and the columns: ``[data.train] text = "source"``, ``target = "iso"`` (or ``"zh"``: the target is a
 recipe option). One tokenizer (tokenizers.seq2seq_bpe) is trained here on the training split's sources and
 targets. Then the plain PyTorch loop of module_stage.py with a teacher-forcing loss: the decoder reads
-[BOS] + target and predicts target + [EOS]. Dev and test are scored by PyTorch greedy decoding
-(export/seq2seq_module.py): exact match and character error rate.
+[BOS] + target and predicts target + [EOS]; under torchrun (`toolchain train --nproc N`) each process takes its
+share of every batch, with checkpoints to resume from and one tokenizer for all (module_ddp.py). Dev and test
+are scored by PyTorch greedy decoding (export/seq2seq_module.py): exact match and character error rate, by
+rank 0, which alone writes.
 
 Writes a module directory (MODULE_FILE, safetensors weights, tokenizer.json, training.json) atomically.
 """
@@ -13,14 +15,18 @@ Writes a module directory (MODULE_FILE, safetensors weights, tokenizer.json, tra
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from toolchain.data.metrics import char_error_rate, exact_match
 from toolchain.data.pairs import PairSet, read_pairs
 from toolchain.export.modules import module_dir_record
 from toolchain.export.seq2seq_module import greedy_batched, pad_sources
+from toolchain.train.fit import checkpoints_dir
+from toolchain.train.module_ddp import Group, resumable, shared_tokenizer
 from toolchain.train.module_stage import THREADS, build_checked, fit_module, save_module_dir
 from toolchain.train.recipe import Recipe, RecipeError, Split, Training
 from toolchain.train.stages import SMOKE, smoke_limit, smoke_settings
@@ -40,7 +46,9 @@ def train_seq2seq(recipe: Recipe, out, smoke: bool, progress) -> dict[str, Any]:
     settings = smoke_settings(recipe.train, smoke)
     train = _pairs(recipe, recipe.data.train, smoke, SMOKE["examples"])
     vocab = int(recipe.model.config.get("vocab_size", DEFAULT_VOCAB))
-    tok = seq2seq_bpe(train.sources + train.targets, vocab, settings.max_length)
+    group, ckpt = Group.from_env(), checkpoints_dir(Path(out))
+    tok = shared_tokenizer(group, ckpt, resumable(ckpt),
+                           lambda: seq2seq_bpe(train.sources + train.targets, vocab, settings.max_length))
     config = {**recipe.model.config, "vocab_size": tok.get_vocab_size()}
     torch.manual_seed(settings.seed)
     module, spec = build_checked(entry, config, search)
@@ -49,17 +57,20 @@ def train_seq2seq(recipe: Recipe, out, smoke: bool, progress) -> dict[str, Any]:
     max_new = max(len(t) for _, t in examples) + EXTRA_TOKENS
     params = sum(p.numel() for p in module.parameters())
     progress(f"training {entry} ({params / 1e6:.2f}M parameters, vocab {tok.get_vocab_size()}) on "
-             f"{len(examples)} pairs ({recipe.data.train.text} -> {recipe.data.train.target})")
+             f"{len(examples)} pairs ({recipe.data.train.text} -> {recipe.data.train.target})"
+             + (f", {group.world} processes" if group.world > 1 else ""))
     started, threads = time.perf_counter(), torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        losses = fit_module(module, examples, settings, progress, step_loss=_loss_for(spec))
+        losses = fit_module(module, examples, settings, progress, step_loss=_loss_for(spec), ckpt=ckpt, tok=tok)
     finally:
         torch.set_num_threads(threads)
     metrics: dict[str, Any] = {"entry": entry, "config": config, "parameters": params, "train_examples": len(examples),
                                "train_seconds": round(time.perf_counter() - started, 1), "settings": asdict(settings),
                                "losses": losses, "train_loss": losses[-1]["loss"] if losses else None,
-                               "target": recipe.data.train.target, "max_new_tokens": max_new}
+                               "world_size": group.world, "target": recipe.data.train.target, "max_new_tokens": max_new}
+    if group.rank != 0:  # the others hold the same weights; rank 0 scores and writes
+        return metrics
     extra = {}
     for name in ("dev", "test"):
         split = getattr(recipe.data, name)
@@ -73,6 +84,7 @@ def train_seq2seq(recipe: Recipe, out, smoke: bool, progress) -> dict[str, Any]:
                                     "reached_min_accuracy": metrics["dev_exact_match"] >= recipe.gate.min_accuracy})
     record = module_dir_record(entry, config, recipe.task, None, settings.max_length, spec.pad_id, search)
     save_module_dir(out, module, tok, record, metrics, extra)
+    shutil.rmtree(ckpt, ignore_errors=True)
     return metrics
 
 
