@@ -28,8 +28,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from http.client import HTTPConnection, HTTPException
 from dataclasses import asdict, dataclass, replace
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -174,7 +174,7 @@ def http_load(url: str, name: str, requests: list[list[str]], want: list[np.ndar
     failed answers (a non-200 or a broken body is failed; an answer off the runtime's by more than atol, wrong).
 
     The clients are the standard library's HTTP/1.1 connection with the request bodies encoded once: they share
-    the service's cores here, and httpx cost 1.3-1.5 ms of CPU per request against 0.5 for this (measured)."""
+    the service's cores here, and httpx cost 1.3-1.5 ms of CPU per request against 0.4-0.5 for this (measured)."""
     counter, lock = itertools.count(), threading.Lock()
     latencies: list[float] = []
     wrong, failed = [0], [0]
