@@ -18,6 +18,16 @@ from toolchain.runtime.errors import ToolchainError  # noqa: E402
 GOOD, BAD = ["great", "good", "fine", "nice", "lovely"], ["bad", "poor", "dull", "awful", "weak"]
 NOUNS = ["film", "plot", "book", "song", "cast", "score"]
 STEPS = 6
+# Both recipes' [train]: small batches of a global 8, a loss logged every step, a checkpoint every 2 steps.
+TRAIN = """[train]
+max_steps = {steps}
+batch_size = 8
+max_length = 16
+learning_rate = 0.01
+warmup_ratio = 0.0
+logging_steps = 1
+save_steps = 2
+"""
 
 # A GRU classifier whose training forward raises on process RANK (env FAIL_RANK) at call FAIL_AT: a process
 # dying mid-run (torchrun then stops the others) at a known step, with no race against the clock.
@@ -69,15 +79,7 @@ def recipe(tmp_path_factory) -> Path:
         path = "train.tsv"
         text = "sentence"
         label = "label"
-        [train]
-        max_steps = {STEPS}
-        batch_size = 8
-        max_length = 16
-        learning_rate = 0.01
-        warmup_ratio = 0.0
-        logging_steps = 1
-        save_steps = 2
-        """))
+        """) + TRAIN.format(steps=STEPS))
     return path
 
 
@@ -154,15 +156,7 @@ dropout = 0.0
 path = "pairs.tsv"
 text = "source"
 target = "target"
-[train]
-max_steps = 4
-batch_size = 8
-max_length = 16
-learning_rate = 0.01
-warmup_ratio = 0.0
-logging_steps = 1
-save_steps = 2
-"""
+""" + TRAIN.format(steps=4)
 
 
 def test_an_encoder_decoder_module_learns_with_two_processes_what_one_does(tmp_path, monkeypatch):
