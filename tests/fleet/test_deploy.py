@@ -55,19 +55,19 @@ def test_batches_run_one_at_a_time_on_one_thread_with_the_next_already_queued(ti
         host = ModelHost(str(path), "auto", 1, 4, 0.001)
         host.batch_thread = CountingExecutor()
         threads, running, most = set(), [0], [0]
-        real = host._encode_all
+        real = host.model.embed
 
-        def slow(requests):  # a batch that takes long enough for the next ones to arrive meanwhile
+        def slow(texts):  # a runtime call that takes long enough for the next requests to arrive meanwhile
             running[0] += 1
             most[0] = max(most[0], running[0])
             threads.add(threading.get_ident())
             time.sleep(0.02)
             try:
-                return real(requests)
+                return real(texts)
             finally:
                 running[0] -= 1
 
-        host._encode_all = slow
+        host.model.embed = slow
         out = await asyncio.gather(*[host.encode(t) for t in texts])
         return host, out, threads, most[0]
 
