@@ -1,10 +1,13 @@
-"""Slow: `toolchain serve` on a simulated two-node Ray cluster (ray.cluster_utils.Cluster): replicas land on
-both nodes, and a replica process killed mid-load is replaced while the service keeps answering."""
+"""fleet/cluster.py: joining Ray and starting the service. Fast: --haproxy's settings and an ingress that cannot
+start, without a Ray cluster. Slow: `toolchain serve` on a simulated two-node Ray cluster
+(ray.cluster_utils.Cluster): replicas land on both nodes, and a replica process killed mid-load is replaced while
+the service keeps answering."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -13,11 +16,11 @@ import pytest
 
 from fleet.conftest import free_port
 
-pytestmark = pytest.mark.slow
 openai = pytest.importorskip("openai")
 
 from toolchain.fleet import ServeSettings  # noqa: E402
 from toolchain.runtime import load  # noqa: E402
+from toolchain.runtime.errors import ToolchainError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,7 @@ def replicas(name: str, calls: int = 40) -> dict[int, str]:
     return {pid: info["node"] for pid, info in replica_infos(calls=calls).items() if name in info["models"]}
 
 
+@pytest.mark.slow
 def test_replicas_land_on_both_nodes(two_nodes):
     import ray
 
@@ -57,6 +61,7 @@ def test_replicas_land_on_both_nodes(two_nodes):
     np.testing.assert_allclose(got, load(two_nodes["artifact"]).embed(["a cat"])[0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_replica_is_replaced_and_service_answers(two_nodes):
     name, want = two_nodes["name"], load(two_nodes["artifact"]).embed(["a cat"])[0]
     client = openai.OpenAI(base_url=f"{two_nodes['url']}/v1", api_key="-", max_retries=0, timeout=10)
@@ -95,3 +100,56 @@ def test_killed_replica_is_replaced_and_service_answers(two_nodes):
     assert replaced < 30 and first_ok is not None and first_ok - killed < 30
     retrying = openai.OpenAI(base_url=f"{two_nodes['url']}/v1", api_key="-", max_retries=3)
     np.testing.assert_allclose(retrying.embeddings.create(model=name, input=["a cat"]).data[0].embedding, want, atol=1e-5)
+
+
+def test_haproxy_mode_is_for_the_local_ray_only(monkeypatch):
+    """--haproxy sets Ray Serve's high-throughput flags for the Ray this command starts; on a cluster they belong
+    to `ray start`, so asking for both is one sentence (and the flags stay unset)."""
+    from toolchain.fleet.cluster import HIGH_THROUGHPUT, connect
+
+    for key in HIGH_THROUGHPUT:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ToolchainError, match="RAY_SERVE_ENABLE_HA_PROXY=1"):
+        connect("auto", haproxy=True)
+    assert not any(key in os.environ for key in HIGH_THROUGHPUT)
+
+
+def test_haproxy_side_pages_get_free_ports_unless_set(monkeypatch):
+    """HAProxy's stats and metrics pages take a free port each (Ray's fixed defaults would make a second
+    `toolchain serve --haproxy` on the host fail to start); a port the user set is kept."""
+    import ray
+
+    from toolchain.fleet.cluster import HAPROXY_SIDE_PORTS, HIGH_THROUGHPUT, connect
+
+    for key in (*HIGH_THROUGHPUT, *HAPROXY_SIDE_PORTS):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", "19101")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: None)
+    connect(None, haproxy=True)
+    stats = int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"])
+    assert 20000 <= stats < 30000 and os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] == "19101"  # not Ray's ranges
+    with socket.socket() as s:
+        s.bind(("", stats))  # free
+
+
+def test_an_ingress_that_cannot_start_is_one_sentence(tiny_artifact, monkeypatch):
+    """HAProxy failing to bind (a port taken) reaches the user as one sentence naming the port, not Ray's traceback
+    of the HAProxyManager actor."""
+    from ray import serve
+
+    from toolchain.fleet.cluster import start_service
+
+    alert = ("HAProxy crashed during startup: [NOTICE]   (10288) : haproxy version is 2.8.25\n"
+             "[ALERT]    (10288) : Binding [/tmp/haproxy-serve/x/haproxy.cfg:45] for frontend prometheus: cannot bind "
+             "socket (Address already in use) for [0.0.0.0:44227]\n[ALERT]    (10288) : Some protocols failed.")
+
+    def start(**kwargs):
+        raise RuntimeError(alert)
+
+    monkeypatch.setattr(serve, "start", start)
+    with pytest.raises(ToolchainError) as info:
+        start_service([tiny_artifact("bert")], ServeSettings())
+    message = str(info.value)
+    assert "cannot bind socket (Address already in use) for [0.0.0.0:44227]" in message
+    assert "\n" not in message and "Traceback" not in message

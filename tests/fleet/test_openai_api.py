@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import socket
 
 import numpy as np
 import pytest
@@ -94,57 +92,3 @@ def test_serve_cli_refuses_a_bad_dir_before_ray_starts(tmp_path, capsys):
     assert err.startswith("error:") and "Traceback" not in err and err.count("\n") == 1
     assert main(["serve", str(tmp_path), "--replicas", "0"]) == 2
     assert "replicas" in capsys.readouterr().err
-
-
-def test_haproxy_mode_is_for_the_local_ray_only(monkeypatch):
-    """--haproxy sets Ray Serve's high-throughput flags for the Ray this command starts; on a cluster they belong
-    to `ray start`, so asking for both is one sentence (and the flags stay unset)."""
-    from toolchain.fleet.cluster import HIGH_THROUGHPUT, connect
-
-    for key in HIGH_THROUGHPUT:
-        monkeypatch.delenv(key, raising=False)
-    with pytest.raises(ToolchainError, match="RAY_SERVE_ENABLE_HA_PROXY=1"):
-        connect("auto", haproxy=True)
-    assert not any(key in os.environ for key in HIGH_THROUGHPUT)
-
-
-def test_haproxy_side_pages_get_free_ports_unless_set(monkeypatch):
-    """HAProxy's stats and metrics pages take a free port each (Ray's fixed defaults would make a second
-    `toolchain serve --haproxy` on the host fail to start); a port the user set is kept."""
-    import ray
-
-    from toolchain.fleet.cluster import HAPROXY_SIDE_PORTS, HIGH_THROUGHPUT, connect
-
-    for key in (*HIGH_THROUGHPUT, *HAPROXY_SIDE_PORTS):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", "19101")
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kwargs: None)
-    connect(None, haproxy=True)
-    stats = int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"])
-    assert 20000 <= stats < 30000 and os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] == "19101"  # not Ray's ranges
-    with socket.socket() as s:
-        s.bind(("", stats))  # free
-
-
-def test_an_ingress_that_cannot_start_is_one_sentence(tiny_artifact, monkeypatch):
-    """HAProxy failing to bind (a port taken) reaches the user as one sentence naming the port, not Ray's traceback
-    of the HAProxyManager actor."""
-    from ray import serve
-
-    from toolchain.fleet import ServeSettings
-    from toolchain.fleet.cluster import start_service
-
-    alert = ("HAProxy crashed during startup: [NOTICE]   (10288) : haproxy version is 2.8.25\n"
-             "[ALERT]    (10288) : Binding [/tmp/haproxy-serve/x/haproxy.cfg:45] for frontend prometheus: cannot bind "
-             "socket (Address already in use) for [0.0.0.0:44227]\n[ALERT]    (10288) : Some protocols failed.")
-
-    def start(**kwargs):
-        raise RuntimeError(alert)
-
-    monkeypatch.setattr(serve, "start", start)
-    with pytest.raises(ToolchainError) as info:
-        start_service([tiny_artifact("bert")], ServeSettings())
-    message = str(info.value)
-    assert "cannot bind socket (Address already in use) for [0.0.0.0:44227]" in message
-    assert "\n" not in message and "Traceback" not in message

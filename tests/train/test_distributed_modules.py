@@ -64,7 +64,7 @@ def recipe(tmp_path_factory) -> Path:
     (root / "train.tsv").write_text("label\tsentence\n" + "\n".join(lines) + "\n")
     (root / "faulty.py").write_text(FAULTY)
     path = root / "gru.toml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(textwrap.dedent("""\
         name = "gru-ddp"
         task = "text-classification"
         labels = ["negative", "positive"]
