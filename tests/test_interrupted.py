@@ -30,7 +30,8 @@ from conftest import classifier_recipe
 
 from toolchain.artifact import atomic as art_mod
 from toolchain.cli import commands as cli
-from toolchain.artifact.atomic import atomic_dir, sweep_stale, update_manifest, write_json
+from toolchain.artifact.atomic import atomic_dir, sweep_stale, write_json
+from toolchain.artifact.manifest_writes import update_manifest
 from toolchain.runtime import ArtifactError, load
 from toolchain.runtime.manifest import sha256_file
 

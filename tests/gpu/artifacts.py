@@ -67,7 +67,7 @@ def with_fused_fp16(art: Path) -> Path:
         return art
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from toolchain.artifact.atomic import add_variant
+    from toolchain.artifact.manifest_writes import add_variant
     from toolchain.runtime.manifest import read_manifest
 
     src = read_manifest(art).verify("fp32")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from damage import flip_middle_byte
-from toolchain.artifact.atomic import add_variant, update_manifest
+from toolchain.artifact.manifest_writes import add_variant, update_manifest
 from toolchain.runtime import ArtifactError, Embedder, load, read_manifest
 from toolchain.runtime.manifest import SCHEMA_VERSION, Component, Generation, TokenizerInfo, Variant, sha256_file
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import toolchain.bench.harness as harness
-from toolchain.artifact.atomic import update_manifest
+from toolchain.artifact.manifest_writes import update_manifest
 from toolchain.bench.decoder import PROMPT
 from toolchain.bench.encoder import make_feeds
 from toolchain.bench.settings import REFERENCE_SHAPE, task_of

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import toolchain.bench.harness as harness
-from toolchain.artifact.atomic import update_manifest, write_json
+from toolchain.artifact.atomic import write_json
+from toolchain.artifact.manifest_writes import update_manifest
 from toolchain.bench.measure import record_latency
 from toolchain.bench.settings import PYTORCH, REAL_BATCH, REFERENCE_SHAPE, Settings
 from toolchain.runtime.manifest import Manifest

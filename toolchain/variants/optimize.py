@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from toolchain.artifact.atomic import add_variant, update_manifest
+from toolchain.artifact.manifest_writes import add_variant, update_manifest
 from toolchain.bench.core import measure_variants, record_latency
 from toolchain.data.texts import read_texts
 from toolchain.variants.gate import judge

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from toolchain.artifact.atomic import add_variant, link_into, writes_into
+from toolchain.artifact.atomic import link_into, writes_into
+from toolchain.artifact.manifest_writes import add_variant
 from toolchain.bench.core import measure_variants, record_latency
 from toolchain.data.texts import TextSet, read_texts
 from toolchain.variants.gate import GateResult, judge, outputs

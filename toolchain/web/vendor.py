@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from toolchain.artifact.atomic import locked
+from toolchain.artifact.manifest_writes import locked
 from toolchain.runtime.errors import ToolchainError
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demos" / "web"
