@@ -234,6 +234,11 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{where}: [train] needs a [data] section with the training split.")
     if recipe.task == "text-generation" and recipe.train is not None and recipe.data.train.label is not None:
         raise RecipeError(f"{where}: a text-generation recipe trains on plain text; remove 'label' from [data.train].")
+    if recipe.task == "image-to-text" and recipe.train is not None:
+        wrong = [a for a in recipe.train.augment if a not in CAPTION_AUGMENTATIONS]
+        if wrong:
+            raise RecipeError(f"{where}: augment {wrong[0]!r} would change what a caption says (left becomes right); "
+                              f"an image-to-text recipe takes augment = [\"{CAPTION_AUGMENTATIONS[0]}\"] or none.")
     if recipe.task == "image-classification" and recipe.train is not None:
         wrong = [a for a in recipe.train.augment if a not in IMAGE_AUGMENTATIONS]
         if wrong:
